@@ -1,0 +1,31 @@
+"""User-facing errors.
+
+Every problem a user can cause or fix (bad input, bad model folder, an output that exists) is a
+:class:`FemurSegError` with a one-line message. The CLI prints ``error: <message>`` and exits with
+code 2; the Slicer module shows the message. Anything else is a bug.
+"""
+
+
+class FemurSegError(Exception):
+    """A problem the user can act on. ``str(err)`` is a single line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class InputError(FemurSegError):
+    """An input image or label file is missing, unreadable or unsuitable."""
+
+
+class ModelError(FemurSegError):
+    """A model folder is missing, incomplete, corrupt or tampered with."""
+
+
+class OutputExistsError(FemurSegError):
+    """An output file exists and overwriting was not requested."""
+
+
+class Cancelled(FemurSegError):
+    """The user cancelled a long-running operation."""

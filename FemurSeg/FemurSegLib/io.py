@@ -1,0 +1,273 @@
+"""Image I/O that keeps geometry, with loud validation and atomic writes.
+
+Images are ``SimpleITK.Image`` objects throughout the core: they carry origin, spacing and
+direction cosines (LPS, as ITK uses). Arrays taken from them are indexed ``[k, j, i]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: File endings read and written as images (longest first so ".seg.nrrd" wins over ".nrrd").
+IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def image_suffix(path: PathLike) -> Optional[str]:
+    """The recognised image ending of ``path`` (lower case), or None."""
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def strip_image_suffix(path: PathLike) -> str:
+    """File name of ``path`` without its image ending: ``a/hip01_0000.nii.gz`` -> ``hip01_0000``."""
+    name = Path(path).name
+    suffix = image_suffix(name)
+    return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_image(path: PathLike, *, what: str = "image", check_finite: bool = True,
+               allow_constant: bool = False) -> sitk.Image:
+    """Read a 3D scalar image (NIfTI, NRRD, MHA/MHD, or a DICOM series given as a directory).
+
+    Raises :class:`InputError` with a one-line message for anything that is not a non-empty,
+    finite, 3D scalar image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} not found: {p}")
+    if p.is_dir():
+        image = _read_dicom_dir(p, what)
+    else:
+        if image_suffix(p) is None:
+            raise InputError(
+                f"unknown {what} format: {p.name} (expected one of "
+                f"{', '.join(s for s in IMAGE_SUFFIXES if s != '.seg.nrrd')} or a DICOM folder)")
+        if p.stat().st_size == 0:
+            raise InputError(f"{what} file is empty: {p}")
+        try:
+            image = sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise InputError(f"cannot read {what} {p}: {_itk_message(exc)}") from None
+    validate_image(image, what=f"{what} {p.name}", check_finite=check_finite,
+                   allow_constant=allow_constant)
+    return image
+
+
+def validate_image(image: sitk.Image, *, what: str = "image", check_finite: bool = True,
+                   allow_constant: bool = False) -> None:
+    """Check that ``image`` is a usable 3D scalar volume; raise :class:`InputError` otherwise."""
+    dim = image.GetDimension()
+    if dim == 4 and image.GetSize()[3] == 1:
+        raise InputError(f"{what} is 4D with one time point; extract the 3D volume first")
+    if dim != 3:
+        raise InputError(f"{what} is {dim}D; a 3D volume is required")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{what} has {image.GetNumberOfComponentsPerPixel()} components per "
+                         "voxel; a scalar (grey-value) volume is required")
+    size = image.GetSize()
+    if min(size) < 1 or int(np.prod(size)) == 0:
+        raise InputError(f"{what} is empty (size {size})")
+    spacing = image.GetSpacing()
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(f"{what} has invalid voxel spacing {spacing}")
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
+        raise InputError(f"{what} has invalid direction cosines")
+    if check_finite or not allow_constant:
+        arr = sitk.GetArrayViewFromImage(image)
+        if check_finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            raise InputError(f"{what} contains {bad} non-finite voxel values (NaN or inf)")
+        if not allow_constant:
+            lo, hi = np.nanmin(arr), np.nanmax(arr)
+            if lo == hi:
+                raise InputError(f"{what} is blank: every voxel has the value {lo}")
+
+
+def _read_dicom_dir(folder: Path, what: str) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    try:
+        series_ids = reader.GetGDCMSeriesIDs(str(folder)) or []
+    except RuntimeError as exc:
+        raise InputError(f"cannot scan DICOM folder {folder}: {_itk_message(exc)}") from None
+    if not series_ids:
+        raise InputError(f"no DICOM series found in folder {folder}")
+    files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
+    best = max(series_ids, key=lambda sid: len(files_per_series[sid]))
+    if len(series_ids) > 1:
+        log.warning("%s holds %d DICOM series; using the largest (%s, %d files)", folder,
+                    len(series_ids), best, len(files_per_series[best]))
+    reader.SetFileNames(files_per_series[best])
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"cannot read DICOM series in {folder}: {_itk_message(exc)}") from None
+
+
+def _itk_message(exc: BaseException) -> str:
+    """The informative part of an ITK exception, on one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.lower().startswith("description:"):
+            return ln.split(":", 1)[1].strip()
+    return lines[-1] if lines else type(exc).__name__
+
+
+def read_label(path: PathLike, reference: Optional[sitk.Image] = None, *, what: str = "label map"
+               ) -> sitk.Image:
+    """Read an integer label map; with ``reference``, require exactly its grid."""
+    label = read_image(path, what=what, allow_constant=True)
+    if label.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        arr = sitk.GetArrayViewFromImage(label)
+        if not np.all(arr == np.round(arr)):
+            raise InputError(f"{what} {Path(path).name} has non-integer values")
+    if reference is not None:
+        mismatch = grid_mismatch(label, reference)
+        if mismatch:
+            raise InputError(f"{what} {Path(path).name} is not on the image grid: {mismatch}")
+    return label
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+
+
+def grid_mismatch(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> str:
+    """Empty string if ``a`` and ``b`` share size, spacing, origin and direction; else what differs."""
+    if a.GetSize() != b.GetSize():
+        return f"size {a.GetSize()} != {b.GetSize()}"
+    if not np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=tol, atol=tol):
+        return f"spacing {tuple(np.round(a.GetSpacing(), 4))} != {tuple(np.round(b.GetSpacing(), 4))}"
+    if not np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=0, atol=tol * 10):
+        return f"origin {tuple(np.round(a.GetOrigin(), 3))} != {tuple(np.round(b.GetOrigin(), 3))}"
+    if not np.allclose(a.GetDirection(), b.GetDirection(), rtol=0, atol=tol):
+        return "direction cosines differ"
+    return ""
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+    return not grid_mismatch(a, b, tol)
+
+
+def ijk_to_lps(image: sitk.Image) -> np.ndarray:
+    """4x4 matrix mapping voxel index (i, j, k, 1) to LPS millimetres."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    m = np.eye(4)
+    m[:3, :3] = direction @ np.diag(image.GetSpacing())
+    m[:3, 3] = image.GetOrigin()
+    return m
+
+
+def array_to_image(array: np.ndarray, reference: sitk.Image, dtype=None) -> sitk.Image:
+    """Wrap a ``[k, j, i]`` array as an image on ``reference``'s grid."""
+    if dtype is not None:
+        array = np.asarray(array, dtype=dtype)
+    expected = tuple(reversed(reference.GetSize()))
+    if array.shape != expected:
+        raise ValueError(f"array shape {array.shape} does not match reference grid {expected}")
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing: never silently overwrite, always atomic
+
+
+def check_writable(path: PathLike, overwrite: bool) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``; create missing parent folders."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"output exists: {p} (use --overwrite to replace it)")
+    if p.exists() and p.is_dir():
+        raise OutputExistsError(f"output is a folder, not a file: {p}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` with the same ending; rename it into place on success.
+
+    The temporary file keeps the ending so that writers choosing a format by extension (SimpleITK,
+    matplotlib, slicerio) write the right format. On error the temporary file is removed and
+    ``path`` is untouched.
+    """
+    target = check_writable(path, overwrite)
+    suffix = image_suffix(target) or "".join(target.suffixes[-1:])
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}",
+                               dir=str(target.parent))
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if not overwrite and target.exists():  # appeared while we were writing
+            raise OutputExistsError(f"output exists: {target} (use --overwrite to replace it)")
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False,
+                compress: bool = True) -> Path:
+    """Write ``image`` atomically; the format follows the file ending."""
+    if image_suffix(path) in (None, ".seg.nrrd"):
+        raise InputError(f"unknown output image format: {Path(path).name} "
+                         "(use .nii.gz, .nii, .nrrd, .mha or .mhd)")
+    if image_suffix(path) == ".mhd":
+        # .mhd writes a second (.raw/.zraw) file: write it directly after the overwrite check.
+        target = check_writable(path, overwrite)
+        sitk.WriteImage(image, str(target), compress)
+        return target
+    with atomic_path(path, overwrite) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+    return Path(path)
+
+
+def write_json(data, path: PathLike, *, overwrite: bool = False) -> Path:
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def write_text(text: str, path: PathLike, *, overwrite: bool = False) -> Path:
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def expand_inputs(inputs: Sequence[PathLike]) -> list:
+    """Inputs as given; a folder that holds image files (not a DICOM series) expands to them."""
+    out = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            images = sorted(q for q in p.iterdir() if q.is_file() and image_suffix(q)
+                            and image_suffix(q) != ".seg.nrrd")
+            out.extend(images if images else [p])
+        else:
+            out.append(p)
+    return out

@@ -1,0 +1,66 @@
+"""Segment descriptions shared by the CLI outputs, the model card and the Slicer module.
+
+A :class:`SegmentSpec` says what one label value of an output label map means: its name, colour
+and DICOM/SNOMED CT terminology (in the dict form slicerio uses; each code is
+``[scheme, value, meaning]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# SNOMED CT codes (coding scheme "SCT"), as in 3D Slicer's "General Anatomy" terminology.
+CATEGORY_ANATOMICAL_STRUCTURE = ["SCT", "123037004", "Anatomical Structure"]
+TYPE_FEMUR = ["SCT", "71341001", "Femur"]
+MODIFIER_RIGHT = ["SCT", "24028007", "Right"]
+MODIFIER_LEFT = ["SCT", "7771000", "Left"]
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+
+#: Default colours (RGB in 0..1): Slicer's "bone" colour, and a slightly varied pair for sides.
+FEMUR_COLOR = (0.945, 0.839, 0.569)
+RIGHT_FEMUR_COLOR = (0.945, 0.839, 0.569)
+LEFT_FEMUR_COLOR = (0.784, 0.690, 0.431)
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    value: int
+    name: str
+    color: Tuple[float, float, float] = FEMUR_COLOR
+    terminology: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def segment_id(self) -> str:
+        return self.name.replace(" ", "_")
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "name": self.name, "color": list(self.color),
+                "terminology": self.terminology}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SegmentSpec":
+        return cls(value=int(d["value"]), name=str(d["name"]),
+                   color=tuple(float(c) for c in d.get("color", FEMUR_COLOR)),
+                   terminology=dict(d.get("terminology") or {}))
+
+
+def femur_terminology(side: Optional[str] = None) -> dict:
+    """Terminology of a femur, optionally with laterality ``"right"`` or ``"left"``."""
+    term = {"contextName": TERMINOLOGY_CONTEXT,
+            "category": list(CATEGORY_ANATOMICAL_STRUCTURE),
+            "type": list(TYPE_FEMUR)}
+    if side is not None:
+        side = side.lower()
+        if side not in ("right", "left"):
+            raise ValueError(f"side must be 'right' or 'left', not {side!r}")
+        term["typeModifier"] = list(MODIFIER_RIGHT if side == "right" else MODIFIER_LEFT)
+    return term
+
+
+def femur_segments(split: bool, base_color: Sequence[float] = FEMUR_COLOR) -> List[SegmentSpec]:
+    """Segments of a femur label map: 1 = Femur, or 1 = Right femur and 2 = Left femur."""
+    if not split:
+        return [SegmentSpec(1, "Femur", tuple(base_color), femur_terminology())]
+    return [SegmentSpec(1, "Right femur", RIGHT_FEMUR_COLOR, femur_terminology("right")),
+            SegmentSpec(2, "Left femur", LEFT_FEMUR_COLOR, femur_terminology("left"))]

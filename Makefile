@@ -1,0 +1,31 @@
+# FemurSeg: the two set-up commands are `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.femurseg-installed
+# torch is pinned for development and CI: a CPU wheel of 2.13.0 lies on this machine, and an
+# unpinned torch would pull a multi-GB CUDA build. Users may use any recent torch.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup demo test bench clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[train,test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) scripts/demo.py --out demo-output
+
+test: setup
+	$(PY) -m pytest -q Testing
+
+bench: setup
+	$(PY) benchmarks/bench_inference.py
+
+clean-venv:
+	rm -rf $(VENV)
