@@ -221,6 +221,7 @@ def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
                                dir=str(target.parent))
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
     try:
         yield tmp_path
         if not overwrite and target.exists():  # appeared while we were writing
@@ -229,6 +230,12 @@ def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False,

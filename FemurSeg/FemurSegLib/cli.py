@@ -1,0 +1,349 @@
+"""The ``femurseg`` command line.
+
+Exit codes: 0 success; 2 bad usage, bad input, bad model or an output that exists (one line
+``error: ...`` on stderr, no traceback); 1 an unexpected internal error (one line, and the
+traceback only with ``--debug``). The ``segment`` path never imports torch unless the PyTorch
+fallback engine is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .errors import FemurSegError, InputError
+
+log = logging.getLogger("femurseg")
+
+OUTPUT_FORMATS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress reporting
+
+
+class _Progress:
+    """A tqdm bar on stderr, machine-readable ``PROGRESS <percent> <message>`` lines, or nothing."""
+
+    def __init__(self, mode: str, label: str):
+        self.mode = mode
+        self.label = label
+        self.bar = None
+        self.last = -1
+        if mode == "bar":
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=100, desc=label, unit="%", leave=False,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                self.mode = "none"
+
+    def __call__(self, fraction: float, message: str) -> None:
+        pct = int(round(100 * max(0.0, min(1.0, fraction))))
+        if self.mode == "lines":
+            if pct != self.last:
+                sys.stderr.write(f"PROGRESS {pct} {self.label}: {message}\n")
+                sys.stderr.flush()
+        elif self.bar is not None:
+            self.bar.n = pct
+            self.bar.set_postfix_str(message, refresh=False)
+            self.bar.refresh()
+        self.last = pct
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _say(args, message: str) -> None:
+    if not args.quiet:
+        print(message, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# segment
+
+
+def _output_plan(inputs: List[Path], output: Path, fmt: Optional[str]) -> List[Path]:
+    from .io import image_suffix, strip_image_suffix
+
+    single_file = len(inputs) == 1 and image_suffix(output) is not None and not output.is_dir()
+    if single_file:
+        if image_suffix(output) not in OUTPUT_FORMATS:
+            raise InputError(f"unknown output format: {output.name} "
+                             f"(use {', '.join(OUTPUT_FORMATS)})")
+        return [output]
+    if image_suffix(output) is not None and not output.is_dir():
+        raise InputError(f"{len(inputs)} inputs need an output folder, not the file {output}")
+    fmt = fmt or ".seg.nrrd"
+    names = [strip_image_suffix(p) if not p.is_dir() else p.name for p in inputs]
+    if len(set(names)) != len(names):
+        raise InputError("two inputs have the same name; segment them into different folders")
+    return [output / f"{n}{fmt}" for n in names]
+
+
+def _per_input(base: Optional[str], inputs: List[Path], index: int, *, is_file: bool,
+               suffix: str = "") -> Optional[Path]:
+    """Where an optional output of input ``index`` goes: the path itself for one input, else a
+    file or subfolder named after the input inside the given folder."""
+    from .io import strip_image_suffix
+
+    if not base:
+        return None
+    p = Path(base)
+    if len(inputs) == 1:
+        return p
+    name = strip_image_suffix(inputs[index]) if not inputs[index].is_dir() else inputs[index].name
+    return p / (f"{name}{suffix}" if is_file else name)
+
+
+def cmd_segment(args) -> int:
+    from . import io
+    from .inference import Segmenter
+    from .modelfolder import find_model
+
+    inputs = io.expand_inputs(args.inputs)
+    for p in inputs:
+        if not p.exists():
+            raise InputError(f"input not found: {p}")
+        if not p.is_dir() and io.image_suffix(p) is None:
+            raise InputError(f"unknown input format: {p.name} (expected .nii.gz, .nii, .nrrd, "
+                             ".mha, .mhd or a DICOM folder)")
+    outputs = _output_plan(inputs, Path(args.output), args.format)
+    planned = list(outputs)
+    for i in range(len(inputs)):
+        prob = _per_input(args.probabilities, inputs, i, is_file=True, suffix="_probability.nrrd")
+        if prob is not None:
+            if len(inputs) == 1 and io.image_suffix(prob) is None:
+                raise InputError(f"unknown probability map format: {prob.name}")
+            planned.append(prob)
+    if not args.overwrite:
+        for p in planned:
+            if p.exists():
+                raise FemurSegError(f"output exists: {p} (use --overwrite to replace it)")
+    folds = None
+    if args.folds:
+        try:
+            folds = [int(v) for v in args.folds.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(f"--folds takes comma-separated fold numbers, not {args.folds!r}") from None
+    model_dir = find_model(args.model)
+    t0 = time.perf_counter()
+    segmenter = Segmenter.from_folder(model_dir, device=args.device, engine=args.engine,
+                                      folds=folds, tta=not args.no_tta, split=not args.no_split,
+                                      threads=args.threads)
+    _say(args, f"model {segmenter.model.name} ({len(segmenter.engines)} fold(s), "
+               f"{segmenter.engines[0].name} on {segmenter.engines[0].device}) loaded in "
+               f"{time.perf_counter() - t0:.1f} s")
+    for i, (src, dst) in enumerate(zip(inputs, outputs)):
+        _segment_one(args, segmenter, inputs, i, src, dst)
+    return 0
+
+
+def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path) -> None:
+    from . import io, outputs
+
+    t0 = time.perf_counter()
+    image = io.read_image(src, what="input image")
+    progress = _Progress("none" if args.quiet and args.progress != "lines" else args.progress,
+                         io.strip_image_suffix(src) if not src.is_dir() else src.name)
+    try:
+        result = segmenter.segment(image, progress=progress)
+    finally:
+        progress.close()
+    if io.image_suffix(dst) == ".seg.nrrd":
+        outputs.write_seg_nrrd(result.labelmap, result.segments, dst, overwrite=args.overwrite)
+    else:
+        outputs.write_labelmap(result.labelmap, dst, overwrite=args.overwrite)
+    written = [dst]
+    prob = _per_input(args.probabilities, inputs, i, is_file=True, suffix="_probability.nrrd")
+    if prob is not None:
+        outputs.write_probability(result.probability, prob, overwrite=args.overwrite)
+        written.append(prob)
+    stl_dir = _per_input(args.stl, inputs, i, is_file=False)
+    if stl_dir is not None:
+        written += outputs.write_stl(result.labelmap, result.segments, stl_dir,
+                                     smoothing=args.stl_smoothing, overwrite=args.overwrite)
+    report_dir = _per_input(args.report, inputs, i, is_file=False)
+    if report_dir is not None:
+        outputs.write_report(image, result.labelmap, result.segments, report_dir,
+                             overwrite=args.overwrite, title=src.name)
+        written.append(report_dir)
+    import numpy as np
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayViewFromImage(result.labelmap)
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    vols = ", ".join(f"{s.name} {np.count_nonzero(arr == s.value) * voxel_ml:.1f} ml"
+                     for s in result.segments)
+    _say(args, f"{src.name}: {vols} (threshold {result.threshold:.2f}) -> "
+               f"{', '.join(str(w) for w in written)} [{time.perf_counter() - t0:.1f} s]")
+
+
+# ----------------------------------------------------------------------------------------------
+# other commands
+
+
+def cmd_models(args) -> int:
+    from .modelfolder import bundled_models_dir, describe, installed_models_dir, list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps([{"name": m.name, "path": str(m.path), "source": m.source,
+                           "card": m.card} for m in models], indent=2))
+        return 0
+    if not models:
+        print(f"no models installed (bundled: {bundled_models_dir()}; installed: "
+              f"{installed_models_dir()})")
+        return 0
+    for m in models:
+        print(f"[{m.source}] {m.path}")
+        print(describe(m.card))
+        print()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from . import io
+    from .metrics import evaluate_masks
+
+    ref_img = io.read_image(args.reference, what="reference", allow_constant=True)
+    pred_img = io.read_image(args.prediction, what="prediction", allow_constant=True)
+    mismatch = io.grid_mismatch(pred_img, ref_img)
+    if mismatch:
+        raise InputError(f"prediction and reference are on different grids: {mismatch}")
+    ref = sitk.GetArrayViewFromImage(ref_img) == args.label
+    if not ref.any():
+        raise InputError(f"reference {Path(args.reference).name} has no voxel with label "
+                         f"{args.label}")
+    pred_arr = sitk.GetArrayViewFromImage(pred_img)
+    pred = pred_arr == args.pred_label if args.pred_label is not None else pred_arr > 0
+    spacing = tuple(reversed(ref_img.GetSpacing()))  # array axis order
+    result = evaluate_masks(pred, ref, spacing)
+    result = {"prediction": str(args.prediction), "reference": str(args.reference),
+              "label": args.label, **result}
+    if args.json:
+        io.write_json(result, args.json, overwrite=args.overwrite)
+    for k, v in result.items():
+        if isinstance(v, float):
+            print(f"{k:>16}: {v:.4f}")
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .phantom import write_phantom
+
+    write_phantom(args.output, args.labels, seed=args.seed, overwrite=args.overwrite)
+    _say(args, f"phantom (seed {args.seed}) -> {args.output}"
+               + (f", labels -> {args.labels}" if args.labels else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="femurseg", description="Segment the proximal femur in hip MR images.")
+    p.add_argument("--version", action="version", version=f"femurseg {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    p.add_argument("--verbose", action="store_true", help="log details")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("segment", help="segment one or more MR volumes")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image file (.nii.gz, .nii, .nrrd, .mha, .mhd), DICOM folder, or folder of images")
+    s.add_argument("-o", "--output", required=True, metavar="OUTPUT|DIR",
+                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha), "
+                        "or a folder")
+    s.add_argument("--format", choices=OUTPUT_FORMATS, help="file type written into an output "
+                   "folder (default .seg.nrrd)")
+    s.add_argument("--model", metavar="NAME|DIR", help="model name or folder (default: the "
+                   "bundled default model)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--engine", default="auto", choices=["auto", "onnx", "torch"],
+                   help="ONNX Runtime (default) or the PyTorch fallback")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
+    s.add_argument("--probabilities", metavar="PATH|DIR", help="also write the femur "
+                   "probability map (float32, input grid)")
+    s.add_argument("--stl", metavar="DIR", help="also write one STL surface per segment (LPS mm)")
+    s.add_argument("--stl-smoothing", type=float, default=0.5, metavar="S",
+                   help="surface smoothing in voxels (0 = none; default 0.5)")
+    s.add_argument("--report", metavar="DIR", help="write a PNG montage and segment volumes")
+    s.add_argument("--no-tta", action="store_true", help="no left-right flip test-time augmentation")
+    s.add_argument("--no-split", action="store_true", help="one 'Femur' segment, not right/left")
+    s.add_argument("--folds", metavar="0,1,2,3", help="use only these folds of the ensemble")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    s.add_argument("--progress", default="bar", choices=["bar", "lines", "none"],
+                   help="progress display: a bar, 'PROGRESS <pct> <msg>' lines on stderr, or none")
+    s.set_defaults(func=cmd_segment)
+
+    m = sub.add_parser("models", help="list installed and bundled models with their cards")
+    m.add_argument("--json", action="store_true", help="print the cards as JSON")
+    m.set_defaults(func=cmd_models)
+
+    e = sub.add_parser("evaluate", help="compare a segmentation with a reference")
+    e.add_argument("prediction", metavar="PRED")
+    e.add_argument("reference", metavar="REF")
+    e.add_argument("--label", type=int, default=1, help="reference label of the femur (default 1)")
+    e.add_argument("--pred-label", type=int, default=None,
+                   help="prediction label (default: every non-zero label)")
+    e.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    ph = sub.add_parser("phantom", help="write a synthetic hip MR phantom")
+    ph.add_argument("output", metavar="OUT")
+    ph.add_argument("--labels", metavar="OUT", help="also write its ground-truth label map")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--overwrite", action="store_true")
+    ph.add_argument("--quiet", action="store_true")
+    ph.set_defaults(func=cmd_phantom)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FemurSegError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except MemoryError:
+        sys.stderr.write("error: out of memory (try --no-tta, fewer --folds, or a smaller image)\n")
+        return 1
+    except Exception as exc:  # an internal error: one line unless --debug
+        if args.debug:
+            raise
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        sys.stderr.write(f"error: internal error ({type(exc).__name__}: {msg}); "
+                         "rerun with --debug for details\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""From an image to a femur segmentation on exactly the input grid.
+
+:class:`Segmenter` loads a model folder once and segments any number of images:
+prepare (reorient, resample, normalise) -> network (whole volume or Gaussian-blended sliding
+window for 3D; mirrored borders and nine overlapping patches per slice for 2D) -> optional flip
+test-time augmentation -> mean over folds -> probabilities back onto the input grid -> threshold
+from the model card -> connected-component clean-up and left/right split.
+
+No torch import happens here; engines decide (see :mod:`FemurSegLib.engines`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import postprocess
+from .engines import Engine, make_engines, needs_for
+from .io import array_to_image
+from .modelfolder import Model, load_model
+from .preprocessing import prepare, to_input_grid
+from .segments import SegmentSpec
+
+log = logging.getLogger(__name__)
+
+#: progress(fraction in [0, 1], message)
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Patch geometry
+
+
+def gaussian_importance(patch: Sequence[int], sigma_scale: float = 1.0 / 8) -> np.ndarray:
+    """nnU-Net style Gaussian weight map (centre 1, never exactly 0) for blending windows."""
+    grids = np.meshgrid(*[np.arange(p, dtype=np.float32) - (p - 1) / 2.0 for p in patch],
+                        indexing="ij")
+    sq = np.zeros(patch, dtype=np.float32)
+    for g, p in zip(grids, patch):
+        sigma = max(p * sigma_scale, 1e-3)
+        sq += (g / sigma) ** 2
+    w = np.exp(-0.5 * sq)
+    w /= w.max()
+    w[w == 0] = w[w > 0].min()
+    return np.maximum(w, 1e-3).astype(np.float32)
+
+
+def window_starts(size: int, patch: int, overlap: float) -> List[int]:
+    """Start positions of windows of length ``patch`` covering ``[0, size)`` with the overlap.
+
+    The first window starts at 0 and the last ends at ``size``; steps are as even as possible.
+    """
+    if patch >= size:
+        return [0]
+    step = max(1, int(patch * (1.0 - overlap)))
+    n = int(np.ceil((size - patch) / step)) + 1
+    return [int(round(v)) for v in np.linspace(0, size - patch, n)]
+
+
+def pad_to_shape(array: np.ndarray, shape: Sequence[int], value: float
+                 ) -> Tuple[np.ndarray, Tuple[slice, ...]]:
+    """Pad the last ``len(shape)`` axes symmetrically up to at least ``shape``; return the crop back."""
+    lead = array.ndim - len(shape)
+    pads = [(0, 0)] * lead
+    crop = [slice(None)] * lead
+    for n, s in zip(array.shape[lead:], shape):
+        total = max(0, s - n)
+        before = total // 2
+        pads.append((before, total - before))
+        crop.append(slice(before, before + n))
+    if any(p != (0, 0) for p in pads):
+        array = np.pad(array, pads, mode="constant", constant_values=value)
+    return array, tuple(crop)
+
+
+def round_up(shape: Sequence[int], divisor: Sequence[int]) -> Tuple[int, ...]:
+    return tuple(int(np.ceil(s / d) * d) for s, d in zip(shape, divisor))
+
+
+# ----------------------------------------------------------------------------------------------
+# 3D prediction
+
+
+def predict_3d(engine: Engine, volume: np.ndarray, *, patch: Optional[Sequence[int]],
+               divisor: Sequence[int], overlap: float = 0.5, batch_size: int = 1,
+               progress: Progress = _no_progress) -> np.ndarray:
+    """Class probabilities ``[K, D, H, W]`` of a normalised volume ``[D, H, W]``.
+
+    ``patch=None`` runs the whole volume at once (padded to a multiple of ``divisor``);
+    otherwise windows of ``patch`` are blended with Gaussian weights.
+    """
+    pad_value = float(volume.min())
+    if patch is None:
+        target = round_up(volume.shape, divisor)
+        padded, crop = pad_to_shape(volume, target, pad_value)
+        out = engine(padded[None, None])[0]
+        progress(1.0, "network")
+        return out[(slice(None),) + crop]
+    patch = tuple(int(p) for p in patch)
+    padded, crop = pad_to_shape(volume, patch, pad_value)
+    shape = padded.shape
+    starts = list(itertools.product(*[window_starts(s, p, overlap)
+                                      for s, p in zip(shape, patch)]))
+    weight = gaussian_importance(patch)
+    acc = None
+    norm = np.zeros(shape, dtype=np.float32)
+    for b in range(0, len(starts), batch_size):
+        chunk = starts[b:b + batch_size]
+        x = np.stack([padded[tuple(slice(s, s + p) for s, p in zip(st, patch))]
+                      for st in chunk])[:, None]
+        y = engine(x)
+        if acc is None:
+            acc = np.zeros((y.shape[1],) + shape, dtype=np.float32)
+        for st, yy in zip(chunk, y):
+            sl = tuple(slice(s, s + p) for s, p in zip(st, patch))
+            acc[(slice(None),) + sl] += yy * weight
+            norm[sl] += weight
+        progress(min(1.0, (b + len(chunk)) / len(starts)), "network")
+    acc /= norm[None]
+    return acc[(slice(None),) + crop]
+
+
+# ----------------------------------------------------------------------------------------------
+# 2D prediction (the paper's 2D U-Net)
+
+
+def nine_patch_starts(size: int, out: int) -> List[int]:
+    """Three output-tile positions per axis: start, centre, end (9 tiles per slice)."""
+    if out >= size:
+        return [0]
+    return sorted(set([0, (size - out) // 2, size - out]))
+
+
+def predict_2d(engine: Engine, volume: np.ndarray, *, input_size: int, output_size: int,
+               context: int = 3, progress: Progress = _no_progress) -> np.ndarray:
+    """Probabilities ``[K, D, H, W]`` from a 2D unpadded U-Net on ``context`` adjacent slices.
+
+    Each slice is mirrored at its borders by the network's margin and predicted as nine
+    overlapping output tiles (3 x 3), averaged where they overlap, as in the paper. Slices beyond
+    the volume's ends are mirrored too.
+    """
+    d, h, w = volume.shape
+    if output_size < max(h, w) / 3.0:
+        raise ValueError(f"output tile {output_size} too small to cover {h}x{w} with 3x3 tiles")
+    margin = (input_size - output_size) // 2
+    half = context // 2
+    zpad = np.pad(volume, ((half, half), (0, 0), (0, 0)), mode="symmetric") if half else volume
+    # mirror in-plane borders; tiles that overhang the slice when out > size are padded too
+    ph, pw = max(0, output_size - h), max(0, output_size - w)
+    mirrored = np.pad(zpad, ((0, 0), (margin, margin + ph), (margin, margin + pw)),
+                      mode="reflect" if margin < min(h, w) else "symmetric")
+    rows, cols = nine_patch_starts(h, output_size), nine_patch_starts(w, output_size)
+    acc = None
+    count = np.zeros((h + ph, w + pw), dtype=np.float32)
+    for r, c in itertools.product(rows, cols):
+        count[r:r + output_size, c:c + output_size] += 1
+    for z in range(d):
+        stack = mirrored[z:z + context]
+        tiles = np.stack([stack[:, r:r + input_size, c:c + input_size]
+                          for r, c in itertools.product(rows, cols)])
+        y = engine(tiles)
+        if acc is None:
+            acc = np.zeros((y.shape[1], d, h + ph, w + pw), dtype=np.float32)
+        for (r, c), yy in zip(itertools.product(rows, cols), y):
+            acc[:, z, r:r + output_size, c:c + output_size] += yy
+        progress((z + 1) / d, "network")
+    acc /= count[None, None]
+    return acc[:, :, :h, :w]
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *,
+                  tta: bool = True, progress: Progress = _no_progress) -> np.ndarray:
+    """Foreground probability ``[D, H, W]``: mean over folds and (optionally) flips."""
+    inf = model.inference
+    arch = model.architecture
+    flips = [()] + ([tuple(a) if isinstance(a, (list, tuple)) else (a,)
+                     for a in inf.get("tta_flip_axes", [[2]])] if tta else [])
+    runs = [(e, f) for e in engines for f in flips]
+    total = None
+    for n, (engine, flip) in enumerate(runs):
+        def sub(frac: float, msg: str, n=n) -> None:
+            progress((n + frac) / len(runs), f"fold {n // len(flips) + 1}/{len(engines)}"
+                     + (" (flipped)" if n % len(flips) else ""))
+        vol = np.flip(volume, axis=flip) if flip else volume
+        if arch["type"] == "UNet2D":
+            probs = predict_2d(engine, np.ascontiguousarray(vol), input_size=inf["input_size"],
+                               output_size=inf["output_size"],
+                               context=int(arch.get("in_channels", 3)), progress=sub)
+        else:
+            patch = inf.get("patch_size")
+            probs = predict_3d(engine, np.ascontiguousarray(vol), patch=patch,
+                               divisor=inf.get("divisor", [1, 1, 1]),
+                               overlap=float(inf.get("overlap", 0.5)),
+                               batch_size=int(inf.get("batch_size", 1)), progress=sub)
+        fg = 1.0 - probs[0] if probs.shape[0] > 2 else probs[1]
+        fg = np.flip(fg, axis=flip) if flip else fg
+        total = fg.astype(np.float32) if total is None else total + fg
+    return (total / len(runs)).astype(np.float32)
+
+
+@dataclass
+class Result:
+    labelmap: sitk.Image          # uint8 on the input grid: 1 = femur, or 1 = right, 2 = left
+    probability: sitk.Image       # float32 foreground probability on the input grid
+    segments: List[SegmentSpec]
+    split: bool
+    threshold: float
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+class Segmenter:
+    """A loaded model ready to segment images (the model is read and verified once)."""
+
+    def __init__(self, model: Model, engines: Sequence[Engine], *, tta: bool = True,
+                 split: bool = True):
+        self.model = model
+        self.engines = list(engines)
+        self.tta = tta
+        self.split = split
+
+    @classmethod
+    def from_folder(cls, model_dir, *, device: str = "auto", engine: str = "auto",
+                    folds: Optional[List[int]] = None, tta: bool = True, split: bool = True,
+                    threads: Optional[int] = None) -> "Segmenter":
+        model = load_model(model_dir, folds=folds, need=needs_for(engine))
+        return cls(model, make_engines(model, device, engine, threads), tta=tta, split=split)
+
+    def segment(self, image: sitk.Image, progress: Progress = _no_progress) -> Result:
+        t0 = time.perf_counter()
+        timings = {}
+        progress(0.0, "preprocessing")
+        prep = prepare(image, self.model.input)
+        timings["preprocess_s"] = time.perf_counter() - t0
+
+        def net_progress(frac: float, msg: str) -> None:
+            progress(0.05 + 0.85 * frac, msg)
+
+        t1 = time.perf_counter()
+        fg = predict_array(self.model, self.engines, prep.array, tta=self.tta,
+                           progress=net_progress)
+        timings["network_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        progress(0.9, "post-processing")
+        prob = to_input_grid(fg, prep.grid, image, order="linear")
+        prob_arr = np.clip(sitk.GetArrayViewFromImage(prob), 0.0, 1.0).astype(np.float32)
+        threshold = self.model.threshold
+        mask = prob_arr >= threshold
+        labels, split = postprocess.split_femurs(mask, image, split=self.split)
+        labelmap = array_to_image(labels.astype(np.uint8), image)
+        probability = array_to_image(prob_arr, image)
+        timings["postprocess_s"] = time.perf_counter() - t2
+        timings["total_s"] = time.perf_counter() - t0
+        progress(1.0, "done")
+        return Result(labelmap=labelmap, probability=probability,
+                      segments=self.model.segments(split), split=split, threshold=threshold,
+                      timings=timings)

@@ -1,0 +1,254 @@
+"""The model-folder contract: a trained model is a folder that fully describes itself.
+
+::
+
+    MODEL_DIR/
+        model.json     the model card (see CARD_FIELDS and docs in README "Model folders")
+        fold_0.pt      PyTorch state dict (training, and the inference fallback)
+        fold_0.onnx    the inference graph (input "image" [N, C, D, H, W] -> "probabilities")
+        fold_1.pt ...
+
+Every weights file's SHA-256 is on the card, and :func:`load_model` refuses a folder whose files
+are missing, truncated or altered. Bundled models live in ``Resources/Models/<name>/``; models
+installed by the user in ``$FEMURSEG_MODELS`` or ``~/.femurseg/models/<name>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import ModelError
+from .preprocessing import InputSpec
+from .segments import SegmentSpec, femur_segments
+
+CARD_NAME = "model.json"
+FORMAT_VERSION = 1
+#: name of the model used when none is given
+DEFAULT_MODEL = "femur-t1-coronal"
+
+REQUIRED_FIELDS = ("format_version", "name", "version", "architecture", "input", "inference",
+                   "labels", "folds")
+
+
+def sha256_of(path: os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class FoldFiles:
+    fold: int
+    weights: Optional[Path]
+    onnx: Optional[Path]
+
+
+@dataclass
+class Model:
+    """A verified model folder."""
+
+    path: Path
+    card: dict
+    folds: List[FoldFiles]
+    input: InputSpec = field(default_factory=InputSpec)
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+    @property
+    def architecture(self) -> dict:
+        return dict(self.card["architecture"])
+
+    @property
+    def inference(self) -> dict:
+        return dict(self.card.get("inference") or {})
+
+    @property
+    def threshold(self) -> float:
+        """Probability threshold of the binary mask: the card's PR-optimal point, else 0.5."""
+        t = self.inference.get("threshold")
+        return 0.5 if t is None else float(t)
+
+    @property
+    def foreground_segments(self) -> List[SegmentSpec]:
+        return [SegmentSpec.from_dict(d) for d in self.card["labels"] if int(d["value"]) != 0]
+
+    def segments(self, split: bool) -> List[SegmentSpec]:
+        """Output segments: the card's femur label, or right/left femur when split."""
+        fg = self.foreground_segments
+        color = fg[0].color if fg else None
+        return femur_segments(split, color) if color else femur_segments(split)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: Path
+    card: dict
+    source: str  # "bundled" or "installed"
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def read_card(model_dir: os.PathLike) -> dict:
+    d = Path(model_dir)
+    card_path = d / CARD_NAME
+    if not d.is_dir():
+        raise ModelError(f"model folder not found: {d}")
+    if not card_path.is_file():
+        raise ModelError(f"not a model folder (no {CARD_NAME}): {d}")
+    try:
+        card = json.loads(card_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {card_path} is not a JSON object")
+    missing = [k for k in REQUIRED_FIELDS if k not in card]
+    if missing:
+        raise ModelError(f"model card {card_path} lacks {', '.join(missing)}")
+    if int(card["format_version"]) > FORMAT_VERSION:
+        raise ModelError(f"model card {card_path} has format {card['format_version']}; this "
+                         f"FemurSeg reads format {FORMAT_VERSION} (update FemurSeg)")
+    if not card["folds"]:
+        raise ModelError(f"model card {card_path} lists no folds")
+    return card
+
+
+def _verified(model_dir: Path, fold: dict, key: str, required: bool) -> Optional[Path]:
+    name = fold.get(key)
+    if not name:
+        if required:
+            raise ModelError(f"model {model_dir.name}: fold {fold.get('fold')} has no {key} file")
+        return None
+    path = model_dir / name
+    if path.resolve().parent != model_dir.resolve():
+        raise ModelError(f"model {model_dir.name}: file {name} is outside the model folder")
+    if not path.is_file():
+        if required:
+            raise ModelError(f"model {model_dir.name}: missing file {name}")
+        return None
+    expected = (fold.get(f"{key}_sha256") or "").lower()
+    if not expected:
+        raise ModelError(f"model {model_dir.name}: no SHA-256 for {name} on the card")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelError(f"model {model_dir.name}: {name} fails its SHA-256 check (corrupt, "
+                         "truncated or altered file)")
+    return path
+
+
+def load_model(model_dir: os.PathLike, *, folds: Optional[List[int]] = None,
+               need: str = "onnx") -> Model:
+    """Read and verify a model folder.
+
+    ``need`` is "onnx" (ONNX graphs required), "weights" (PyTorch weights required) or "any"
+    (at least one of the two per fold). Only the files that will be used are required, but every
+    file present for a selected fold is checked against its SHA-256.
+    """
+    d = Path(model_dir)
+    card = read_card(d)
+    available = [int(f["fold"]) for f in card["folds"]]
+    if folds is not None:
+        unknown = [k for k in folds if k not in available]
+        if unknown:
+            raise ModelError(f"model {card['name']} has folds {available}, not {unknown}")
+    out = []
+    for f in card["folds"]:
+        k = int(f["fold"])
+        if folds is not None and k not in folds:
+            continue
+        onnx = _verified(d, f, "onnx", need == "onnx")
+        weights = _verified(d, f, "weights", need == "weights")
+        if need == "any" and onnx is None and weights is None:
+            raise ModelError(f"model {card['name']}: fold {k} has neither ONNX nor weights file")
+        out.append(FoldFiles(k, weights, onnx))
+    try:
+        spec = InputSpec.from_dict(card["input"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelError(f"model card of {d} has an invalid input section: {exc}") from None
+    return Model(path=d, card=card, folds=out, input=spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# Where models are
+
+
+def bundled_models_dir() -> Path:
+    """``Resources/Models`` of the source tree, or the copy installed beside the Slicer module."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent.parent / "Resources" / "Models",   # source tree
+                      here.parent / "Resources" / "Models"):          # Slicer module install
+        if candidate.is_dir():
+            return candidate
+    return here.parent.parent / "Resources" / "Models"
+
+
+def installed_models_dir() -> Path:
+    env = os.environ.get("FEMURSEG_MODELS")
+    return Path(env) if env else Path.home() / ".femurseg" / "models"
+
+
+def list_models() -> List[ModelInfo]:
+    """Installed models first (they may override bundled ones of the same name), then bundled."""
+    seen = set()
+    out = []
+    for source, root in (("installed", installed_models_dir()), ("bundled", bundled_models_dir())):
+        if not root.is_dir():
+            continue
+        for d in sorted(p for p in root.iterdir() if (p / CARD_NAME).is_file()):
+            try:
+                card = read_card(d)
+            except ModelError:
+                continue
+            if card["name"] in seen:
+                continue
+            seen.add(card["name"])
+            out.append(ModelInfo(name=str(card["name"]), path=d, card=card, source=source))
+    return out
+
+
+def find_model(name_or_dir: Optional[str] = None) -> Path:
+    """A model folder from a path or a model name (default: :data:`DEFAULT_MODEL`)."""
+    if name_or_dir and (os.sep in name_or_dir or Path(name_or_dir).is_dir()):
+        d = Path(name_or_dir)
+        if not d.is_dir():
+            raise ModelError(f"model folder not found: {d}")
+        return d
+    name = name_or_dir or DEFAULT_MODEL
+    for info in list_models():
+        if info.name == name or info.path.name == name:
+            return info.path
+    names = [m.name for m in list_models()]
+    if not name_or_dir:
+        raise ModelError("no trained model is installed: the default model "
+                         f"'{DEFAULT_MODEL}' is not bundled yet; pass --model DIR "
+                         "(train one with femurseg-train)")
+    raise ModelError(f"unknown model '{name}' (available: {', '.join(names) or 'none'})")
+
+
+def describe(card: dict) -> str:
+    """A short human-readable summary of a card (for `femurseg models`)."""
+    arch = card.get("architecture", {})
+    metrics = card.get("metrics", {}) or {}
+    lines = [f"{card.get('name')} {card.get('version', '')}".strip(),
+             f"  {card.get('description', '')}".rstrip(),
+             f"  architecture: {arch.get('type')} F{arch.get('features')} L{arch.get('levels')}, "
+             f"{len(card.get('folds', []))} fold(s)"]
+    dsc = metrics.get("dsc_mean")
+    if dsc is not None:
+        lines.append(f"  cross-validated DSC: {dsc:.3f} +- {metrics.get('dsc_sd', float('nan')):.3f}")
+    if card.get("intended_use"):
+        lines.append(f"  intended use: {card['intended_use']}")
+    return "\n".join(line for line in lines if line.strip())

@@ -1,0 +1,241 @@
+"""U-Nets of the reference method (Deniz et al., Sci Rep 2018), in PyTorch.
+
+``UNet3D``: padded 3x3x3 convolutions, ReLU, max-pooling (2x2x2, or per-axis factors for
+anisotropic data such as 5 mm coronal slices), transposed-convolution up-sampling, skip
+concatenation, a 1x1x1 convolution to class logits. ``UNet2D``: the original unpadded ("valid")
+U-Net taking 3 adjacent slices as channels and predicting the centre slice.
+
+``levels`` counts resolution levels including the bottom one, so ``levels=4`` means three
+poolings (as in the 3D U-Net of Cicek et al. that the paper builds on). The number of feature maps
+doubles at each level, starting at ``features``.
+
+``forward`` returns logits (training uses them with a weighted cross-entropy); the softmax head is
+:func:`probabilities` and is part of every exported ONNX graph (see :class:`SoftmaxHead`).
+
+This module imports torch; the inference path with ONNX Runtime never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+Triple = Tuple[int, int, int]
+
+
+def _norm3d(kind: str, channels: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    raise ValueError(f"unknown normalisation {kind!r} (none, batch, instance)")
+
+
+def _norm2d(kind: str, channels: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"unknown normalisation {kind!r} (none, batch, instance)")
+
+
+def init_weights(module: nn.Module, bias: float = 0.1) -> None:
+    """Xavier (Glorot) uniform weights and constant bias, as in the paper."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, bias)
+
+
+class _DoubleConv3d(nn.Sequential):
+    def __init__(self, cin: int, cout: int, norm: str, kernel: Triple = (3, 3, 3)):
+        pad = tuple(k // 2 for k in kernel)
+        super().__init__(
+            nn.Conv3d(cin, cout, kernel, padding=pad), _norm3d(norm, cout), nn.ReLU(inplace=True),
+            nn.Conv3d(cout, cout, kernel, padding=pad), _norm3d(norm, cout), nn.ReLU(inplace=True))
+
+
+def default_pooling(levels: int, anisotropic: bool = False) -> List[Triple]:
+    """Pooling factors per level transition: 2x2x2, or in-plane only first for thick slices.
+
+    With ``anisotropic`` (for ~0.9 x 0.9 x 5 mm data, array axes [slice, row, column]) the first
+    two poolings are (1, 2, 2) so that voxels become closer to isotropic before pooling across
+    slices.
+    """
+    pools = []
+    for level in range(levels - 1):
+        pools.append((1, 2, 2) if anisotropic and level < 2 else (2, 2, 2))
+    return pools
+
+
+class UNet3D(nn.Module):
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, features: int = 32,
+                 levels: int = 4, pooling: Optional[Sequence[Sequence[int]]] = None,
+                 norm: str = "none", bias_init: float = 0.1):
+        super().__init__()
+        if levels < 2:
+            raise ValueError("levels must be at least 2")
+        self.pooling: List[Triple] = [tuple(int(v) for v in p) for p in
+                                      (pooling if pooling is not None else default_pooling(levels))]
+        if len(self.pooling) != levels - 1:
+            raise ValueError(f"pooling needs {levels - 1} entries for {levels} levels, "
+                             f"got {len(self.pooling)}")
+        widths = [features * 2 ** i for i in range(levels)]
+        self.down = nn.ModuleList()
+        self.pools = nn.ModuleList()
+        cin = in_channels
+        for i, w in enumerate(widths):
+            self.down.append(_DoubleConv3d(cin, w, norm))
+            if i < levels - 1:
+                self.pools.append(nn.MaxPool3d(self.pooling[i], self.pooling[i]))
+            cin = w
+        self.ups = nn.ModuleList()
+        self.up_convs = nn.ModuleList()
+        for i in reversed(range(levels - 1)):
+            self.ups.append(nn.ConvTranspose3d(widths[i + 1], widths[i], self.pooling[i],
+                                               self.pooling[i]))
+            self.up_convs.append(_DoubleConv3d(2 * widths[i], widths[i], norm))
+        self.head = nn.Conv3d(widths[0], num_classes, 1)
+        init_weights(self, bias_init)
+
+    @property
+    def divisor(self) -> Triple:
+        """Input sizes must be multiples of this per axis."""
+        d = [1, 1, 1]
+        for p in self.pooling:
+            d = [a * b for a, b in zip(d, p)]
+        return tuple(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < len(self.pools):
+                skips.append(x)
+                x = self.pools[i](x)
+        for up, conv in zip(self.ups, self.up_convs):
+            x = up(x)
+            x = conv(torch.cat([skips.pop(), x], dim=1))
+        return self.head(x)
+
+
+class _DoubleConv2dValid(nn.Sequential):
+    def __init__(self, cin: int, cout: int, norm: str):
+        super().__init__(
+            nn.Conv2d(cin, cout, 3), _norm2d(norm, cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3), _norm2d(norm, cout), nn.ReLU(inplace=True))
+
+
+def _center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return x[..., top:top + size[0], left:left + size[1]]
+
+
+class UNet2D(nn.Module):
+    """The original U-Net (Ronneberger et al. 2015) with unpadded convolutions.
+
+    Input: ``[N, context, H, W]`` (3 adjacent slices as channels); output: logits of the centre
+    slice, ``[N, classes, H - m, W - m]`` where :meth:`output_size` gives the exact size.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 2, features: int = 64,
+                 levels: int = 4, norm: str = "none", bias_init: float = 0.1):
+        super().__init__()
+        if levels < 2:
+            raise ValueError("levels must be at least 2")
+        self.levels = levels
+        widths = [features * 2 ** i for i in range(levels)]
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for w in widths:
+            self.down.append(_DoubleConv2dValid(cin, w, norm))
+            cin = w
+        self.pool = nn.MaxPool2d(2, 2)
+        self.ups = nn.ModuleList()
+        self.up_convs = nn.ModuleList()
+        for i in reversed(range(levels - 1)):
+            self.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, 2))
+            self.up_convs.append(_DoubleConv2dValid(2 * widths[i], widths[i], norm))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        init_weights(self, bias_init)
+
+    def output_size(self, input_size: int) -> int:
+        """Output edge length for an input edge length; raises if the size does not tile evenly."""
+        s = input_size
+        for _ in range(self.levels - 1):
+            s -= 4
+            if s <= 0 or s % 2:
+                raise ValueError(f"input size {input_size} is not valid for a {self.levels}-level "
+                                 "unpadded U-Net (use valid_input_size)")
+            s //= 2
+        s -= 4
+        for _ in range(self.levels - 1):
+            s = s * 2 - 4
+        if s <= 0:
+            raise ValueError(f"input size {input_size} is too small")
+        return s
+
+    def valid_input_size(self, min_output: int) -> int:
+        """Smallest valid input edge length whose output is at least ``min_output``."""
+        s = 4 * 2 ** self.levels
+        while True:
+            try:
+                if self.output_size(s) >= min_output:
+                    return s
+            except ValueError:
+                pass
+            s += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < self.levels - 1:
+                skips.append(x)
+                x = self.pool(x)
+        for up, conv in zip(self.ups, self.up_convs):
+            x = up(x)
+            skip = skips.pop()
+            x = conv(torch.cat([_center_crop(skip, x.shape[-2:]), x], dim=1))
+        return self.head(x)
+
+
+class SoftmaxHead(nn.Module):
+    """Wraps a network so that it outputs class probabilities (what ONNX graphs carry)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
+def build_network(architecture: dict) -> nn.Module:
+    """Build a network from the ``architecture`` section of a model card or training config."""
+    arch = dict(architecture)
+    kind = arch.pop("type", None)
+    allowed = {"in_channels", "num_classes", "features", "levels", "norm", "bias_init"}
+    if kind == "UNet3D":
+        allowed = allowed | {"pooling"}
+        cls = UNet3D
+    elif kind == "UNet2D":
+        cls = UNet2D
+    else:
+        raise ValueError(f"unknown architecture type {kind!r} (UNet3D or UNet2D)")
+    unknown = set(arch) - allowed
+    if unknown:
+        raise ValueError(f"unknown {kind} parameters: {', '.join(sorted(unknown))}")
+    return cls(**arch)
+
+
+def probabilities(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(net(x), dim=1)

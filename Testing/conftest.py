@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny randomly initialised model folders (never presented as results)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hip-mri-t1"
+
+
+def real_data_dir() -> Path:
+    """The shared real data folder; tests that need it skip with a reason when it is absent."""
+    if not (REAL_DATA / "imagesTr").is_dir():
+        pytest.skip(f"real hip MR data not present at {REAL_DATA} (only on the development machine)")
+    return REAL_DATA
+
+
+def make_tiny_model(out_dir: Path, *, kind: str = "3d", seed: int = 0, threshold=None) -> Path:
+    """A small, randomly initialised model folder (with .pt and .onnx) for end-to-end tests."""
+    import torch
+
+    from FemurSegLib.networks import build_network
+    from FemurSegTraining.export import make_card, write_model_folder
+
+    torch.manual_seed(seed)
+    if kind == "3d":
+        arch = {"type": "UNet3D", "in_channels": 1, "num_classes": 2, "features": 4,
+                "levels": 3, "pooling": [[1, 2, 2], [2, 2, 2]], "norm": "none"}
+        inference = {"patch_size": None, "divisor": [2, 4, 4], "overlap": 0.5,
+                     "tta_flip_axes": [[2]], "threshold": threshold}
+    else:
+        arch = {"type": "UNet2D", "in_channels": 3, "num_classes": 2, "features": 4,
+                "levels": 2, "norm": "none"}
+        net = build_network(arch)
+        inference = {"input_size": 60, "output_size": net.output_size(60),
+                     "tta_flip_axes": [[2]], "threshold": threshold}
+    nets = {0: build_network(arch), 1: build_network(arch)}
+    card = make_card(name=f"tiny-{kind}", version="0.0.1",
+                     description="Tiny randomly initialised test model: NOT a trained model.",
+                     architecture=arch,
+                     input_spec={"orientation": "LIP", "spacing": [3.6, 3.6, 5.2],
+                                 "normalisation": {"method": "percentile",
+                                                   "percentiles": [0.5, 99.5]}},
+                     inference=inference)
+    return write_model_folder(out_dir, card, nets,
+                              check_shape=(8, 16, 16) if kind == "3d" else None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-3d")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_2d_dir(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models2d") / "tiny-2d", kind="2d")
