@@ -1,0 +1,114 @@
+"""Post-processing of binary femur masks: connected components and the left/right split.
+
+Masks are 3D numpy arrays indexed ``[k, j, i]`` (any non-zero value is foreground). Components
+are ranked by voxel count, largest first; equal counts keep the order of their first voxel in
+the array (C order), so results are deterministic.
+
+Sides: images are in LPS (as ITK and SimpleITK use), where +x points to the patient's Left.
+RAS x is -LPS x and +x there points to the patient's Right. So the patient's **right** femur
+is the one with the *smaller* LPS x (*larger* RAS x) of its centroid. Voxel indices map to LPS
+through the image's origin, spacing and direction cosines, so a flipped or oblique grid is
+handled: "low i" means "right" only when the i axis points to the patient's left.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from .errors import InputError
+from .io import ijk_to_lps
+
+__all__ = ["largest_component", "keep_components", "split_femurs", "SPLIT_SIDES", "SINGLE_SIDE"]
+
+#: ``sides`` returned by :func:`split_femurs` when label 1 = right femur and 2 = left femur.
+SPLIT_SIDES = ("right", "left")
+#: ``sides`` when label 1 holds one femur, or both femurs unsplit (``split=False``).
+SINGLE_SIDE = ("femur",)
+
+
+def _check_mask(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise InputError(f"mask must be 3D, not {mask.ndim}D (shape {mask.shape})")
+    return mask if mask.dtype == bool else mask != 0
+
+
+def _ranked_components(mask: np.ndarray, connectivity: int
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Component label array, component labels largest first, and their voxel counts."""
+    if connectivity not in (6, 26):
+        raise ValueError(f"connectivity must be 6 or 26, not {connectivity!r}")
+    structure = ndi.generate_binary_structure(3, 1 if connectivity == 6 else 3)
+    labels, n = ndi.label(_check_mask(mask), structure=structure)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    order = np.argsort(-sizes, kind="stable")  # ties: lower label = earlier first voxel
+    return labels, order + 1, sizes[order]
+
+
+def keep_components(mask: np.ndarray, n: int, connectivity: int = 26) -> np.ndarray:
+    """Boolean mask of the ``n`` largest connected components (fewer if there are fewer).
+
+    ``connectivity`` is 26 (faces, edges and corners touch) or 6 (faces only).
+    """
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, not {n!r}")
+    labels, ranked, _ = _ranked_components(mask, connectivity)
+    keep = np.zeros(len(ranked) + 1, dtype=bool)
+    keep[ranked[: int(n)]] = True
+    return keep[labels]
+
+
+def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
+    """Boolean mask of the largest connected component; an empty mask stays empty."""
+    return keep_components(mask, 1, connectivity)
+
+
+def _centroid_lps(labels: np.ndarray, label: int, image: sitk.Image) -> np.ndarray:
+    kji = np.argwhere(labels == label).mean(axis=0)
+    ijk1 = np.r_[kji[::-1], 1.0]
+    return (ijk_to_lps(image) @ ijk1)[:3]
+
+
+def split_femurs(mask: np.ndarray, image: sitk.Image, *, split: bool = True,
+                 min_ratio: float = 0.25, min_voxels: int = 10, connectivity: int = 26
+                 ) -> Tuple[np.ndarray, Tuple[str, ...]]:
+    """Keep the femur(s) of a binary mask and label them; drop small stray fragments.
+
+    The two largest components count as the two femurs when the smaller has at least
+    ``min_ratio`` times the voxels of the larger and at least ``min_voxels`` voxels, and their
+    centroids lie on different sides: the line joining them points mainly left-right (its LPS x
+    part is longer than its y-z part, i.e. within 45 degrees of the left-right axis). Then label
+    1 = right femur and 2 = left femur (sides :data:`SPLIT_SIDES`), or with ``split=False`` both
+    get label 1 (sides :data:`SINGLE_SIDE`). Otherwise only the largest component is kept, as
+    label 1 (sides :data:`SINGLE_SIDE`). An empty mask gives an all-zero label map and sides ().
+
+    ``mask`` is indexed ``[k, j, i]`` on ``image``'s grid. Returns ``(labelmap, sides)`` with a
+    uint8 label map; pass ``split=(sides == SPLIT_SIDES)`` to
+    :func:`FemurSegLib.segments.femur_segments`.
+    """
+    if not 0.0 < min_ratio <= 1.0:
+        raise ValueError(f"min_ratio must be in (0, 1], not {min_ratio!r}")
+    if image.GetDimension() != 3:
+        raise InputError(f"image must be 3D, not {image.GetDimension()}D")
+    expected = tuple(reversed(image.GetSize()))
+    if np.shape(mask) != expected:
+        raise InputError(f"mask shape {np.shape(mask)} does not match the image grid {expected} "
+                         "([k, j, i] order)")
+    labels, ranked, sizes = _ranked_components(mask, connectivity)
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    if len(ranked) == 0:
+        return out, ()
+    if len(ranked) >= 2 and sizes[1] >= max(min_ratio * sizes[0], min_voxels):
+        a, b = (_centroid_lps(labels, lab, image) for lab in ranked[:2])
+        offset = a - b
+        if abs(offset[0]) > np.hypot(offset[1], offset[2]):
+            right, left = ranked[:2] if a[0] < b[0] else ranked[1::-1]
+            out[labels == right] = 1
+            out[labels == left] = 2 if split else 1
+            return out, SPLIT_SIDES if split else SINGLE_SIDE
+    out[labels == ranked[0]] = 1
+    return out, SINGLE_SIDE
