@@ -76,10 +76,11 @@ def _as_bool(a: np.ndarray) -> np.ndarray:
 
 def _spacing(spacing, ndim: int) -> np.ndarray:
     sp = np.asarray(spacing, dtype=float).ravel()
+    shown = tuple(float(v) for v in sp)
     if sp.size != ndim:
-        raise InputError(f"spacing {tuple(sp)} has {sp.size} values; the masks have {ndim} axes")
+        raise InputError(f"spacing {shown} has {sp.size} values; the masks have {ndim} axes")
     if not np.all(np.isfinite(sp) & (sp > 0)):
-        raise InputError(f"spacing must be positive and finite, not {tuple(sp)}")
+        raise InputError(f"spacing must be positive and finite, not {shown}")
     return sp
 
 
