@@ -141,12 +141,13 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndi.binary_erosion(mask, structure=structure, border_value=0)
 
 
-def _crop_box(mask: np.ndarray, margin: int) -> Tuple[slice, ...]:
+def _crop_box(mask: np.ndarray) -> Tuple[slice, ...]:
+    """Bounding box of the foreground (which must not be empty)."""
     box = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         hits = np.flatnonzero(mask.any(axis=other) if other else mask)
-        box.append(slice(max(int(hits[0]) - margin, 0), int(hits[-1]) + margin + 1))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
     return tuple(box)
 
 
@@ -155,14 +156,15 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
     """Distances (mm) from each surface voxel of ``pred`` to ``ref``'s surface, and the reverse.
 
     Both arrays are empty when a mask is empty (no surface). The work is done on the bounding box
-    of both masks plus a one-voxel margin, which gives the same surfaces and the same distances
-    as the whole array.
+    of both masks, which is exact: no foreground voxel has a foreground neighbour outside the box
+    (so erosion with background beyond the box edge changes nothing) and every surface voxel
+    lies inside it (so the nearest one is found).
     """
     pred, ref = _mask_pair(pred, ref)
     sp = _spacing(spacing, pred.ndim)
     if not pred.any() or not ref.any():
         return np.zeros(0), np.zeros(0)
-    box = _crop_box(pred | ref, margin=1)
+    box = _crop_box(pred | ref)
     surf_pred, surf_ref = _surface(pred[box]), _surface(ref[box])
     to_ref = ndi.distance_transform_edt(~surf_ref, sampling=sp)[surf_pred]
     to_pred = ndi.distance_transform_edt(~surf_pred, sampling=sp)[surf_ref]

@@ -22,12 +22,7 @@ from scipy import ndimage as ndi
 from .errors import InputError
 from .io import ijk_to_lps
 
-__all__ = ["largest_component", "keep_components", "split_femurs", "SPLIT_SIDES", "SINGLE_SIDE"]
-
-#: ``sides`` returned by :func:`split_femurs` when label 1 = right femur and 2 = left femur.
-SPLIT_SIDES = ("right", "left")
-#: ``sides`` when label 1 holds one femur, or both femurs unsplit (``split=False``).
-SINGLE_SIDE = ("femur",)
+__all__ = ["largest_component", "keep_components", "split_femurs"]
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:
@@ -75,20 +70,19 @@ def _centroid_lps(labels: np.ndarray, label: int, image: sitk.Image) -> np.ndarr
 
 def split_femurs(mask: np.ndarray, image: sitk.Image, *, split: bool = True,
                  min_ratio: float = 0.25, min_voxels: int = 10, connectivity: int = 26
-                 ) -> Tuple[np.ndarray, Tuple[str, ...]]:
+                 ) -> Tuple[np.ndarray, bool]:
     """Keep the femur(s) of a binary mask and label them; drop small stray fragments.
 
     The two largest components count as the two femurs when the smaller has at least
     ``min_ratio`` times the voxels of the larger and at least ``min_voxels`` voxels, and their
     centroids lie on different sides: the line joining them points mainly left-right (its LPS x
     part is longer than its y-z part, i.e. within 45 degrees of the left-right axis). Then label
-    1 = right femur and 2 = left femur (sides :data:`SPLIT_SIDES`), or with ``split=False`` both
-    get label 1 (sides :data:`SINGLE_SIDE`). Otherwise only the largest component is kept, as
-    label 1 (sides :data:`SINGLE_SIDE`). An empty mask gives an all-zero label map and sides ().
+    1 = right femur and 2 = left femur, or with ``split=False`` both get label 1. Otherwise only
+    the largest component is kept, as label 1. An empty mask gives an all-zero label map.
 
-    ``mask`` is indexed ``[k, j, i]`` on ``image``'s grid. Returns ``(labelmap, sides)`` with a
-    uint8 label map; pass ``split=(sides == SPLIT_SIDES)`` to
-    :func:`FemurSegLib.segments.femur_segments`.
+    ``mask`` is indexed ``[k, j, i]`` on ``image``'s grid. Returns ``(labelmap, was_split)``: a
+    uint8 label map and True exactly when it holds 1 = right femur and 2 = left femur (False: at
+    most label 1 = "Femur"). Pass ``was_split`` to :func:`FemurSegLib.segments.femur_segments`.
     """
     if not 0.0 < min_ratio <= 1.0:
         raise ValueError(f"min_ratio must be in (0, 1], not {min_ratio!r}")
@@ -101,7 +95,7 @@ def split_femurs(mask: np.ndarray, image: sitk.Image, *, split: bool = True,
     labels, ranked, sizes = _ranked_components(mask, connectivity)
     out = np.zeros(labels.shape, dtype=np.uint8)
     if len(ranked) == 0:
-        return out, ()
+        return out, False
     if len(ranked) >= 2 and sizes[1] >= max(min_ratio * sizes[0], min_voxels):
         a, b = (_centroid_lps(labels, lab, image) for lab in ranked[:2])
         offset = a - b
@@ -109,6 +103,6 @@ def split_femurs(mask: np.ndarray, image: sitk.Image, *, split: bool = True,
             right, left = ranked[:2] if a[0] < b[0] else ranked[1::-1]
             out[labels == right] = 1
             out[labels == left] = 2 if split else 1
-            return out, SPLIT_SIDES if split else SINGLE_SIDE
+            return out, bool(split)
     out[labels == ranked[0]] = 1
-    return out, SINGLE_SIDE
+    return out, False
