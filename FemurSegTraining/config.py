@@ -1,0 +1,82 @@
+"""Training configurations: one JSON file per configuration (``FemurSegTraining/configs/``).
+
+The paper's Table 2 rows are ``paper_3d_f32l4`` ... ``paper_2d_f64l3``; anything else (other
+losses, augmentation, capacities, resolutions) is a separately named config and never changes
+the paper's ones. A config names every hyper-parameter; unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Optional
+
+from FemurSegLib.errors import FemurSegError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+DEFAULTS = {
+    "name": None,
+    "description": "",
+    "paper_row": None,            # e.g. "3D F32L4" for the Table 2 rows
+    "dataset": None,              # default dataset folder (overridden by --data)
+    "foreground": "femur",        # label name (or value) of the foreground
+    "architecture": None,
+    "input": {"orientation": "LIP", "spacing": None,
+              "normalisation": {"method": "percentile", "percentiles": [0.5, 99.5]}},
+    "patch_size": None,           # 3D: [D, H, W] training patch; 2D: input edge length
+    "batch_size": 1,
+    "loss": "weighted_ce",
+    "optimizer": {"name": "adam", "lr": 5e-5, "weight_decay": 0.0},
+    "augment": {"flip_lr": True, "intensity": False, "synthetic_contrast": False},
+    "foreground_oversample": 0.33,
+    "patches_per_epoch": None,    # None: one patch per training case
+    "max_epochs": 200,
+    "min_epochs": 30,
+    "patience": 10,
+    "min_delta": 1e-4,
+    "folds": 4,
+    "seed": 0,
+    "inference": {"patch_size": None, "overlap": 0.5, "tta_flip_axes": [[2]]},
+    "postprocess": "largest_per_femur",
+    "num_workers": 0,
+}
+
+
+def load_config(name_or_path: str, overrides: Optional[dict] = None) -> dict:
+    """A config by file path or by name in ``configs/``, completed with defaults and checked."""
+    p = Path(name_or_path)
+    if not p.is_file():
+        p = CONFIG_DIR / f"{name_or_path}.json"
+    if not p.is_file():
+        names = sorted(q.stem for q in CONFIG_DIR.glob("*.json"))
+        raise FemurSegError(f"unknown config {name_or_path!r} (known: {', '.join(names)})")
+    try:
+        raw = json.loads(p.read_text())
+    except ValueError as exc:
+        raise FemurSegError(f"config {p} is not valid JSON: {exc}") from None
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise FemurSegError(f"config {p.name}: unknown keys {', '.join(sorted(unknown))}")
+    cfg = copy.deepcopy(DEFAULTS)
+    for k, v in raw.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    for k, v in (overrides or {}).items():
+        cfg[k] = v
+    cfg["name"] = cfg["name"] or p.stem
+    if not cfg["architecture"]:
+        raise FemurSegError(f"config {p.name} has no architecture")
+    if cfg["architecture"].get("type") not in ("UNet3D", "UNet2D"):
+        raise FemurSegError(f"config {p.name}: architecture type must be UNet3D or UNet2D")
+    if cfg["patch_size"] is None:
+        raise FemurSegError(f"config {p.name} has no patch_size")
+    cfg["config_file"] = str(p)
+    return cfg
+
+
+def is_2d(cfg: dict) -> bool:
+    return cfg["architecture"]["type"] == "UNet2D"

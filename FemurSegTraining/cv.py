@@ -1,0 +1,121 @@
+"""Cross-validation runs: a run folder holds everything needed to evaluate and export.
+
+::
+
+    RUN_DIR/
+        run.json        config, dataset, command lines, code version, hardware, per-fold results
+        splits.json     the stratified folds (reused when present)
+        fold_K/         checkpoint.pt (every epoch), best.pt, history.csv
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from FemurSegLib.errors import FemurSegError
+from FemurSegLib.io import write_json
+from FemurSegLib.preprocessing import InputSpec
+
+from .data import Dataset, load_dataset, preprocess_case
+from .splits import check_splits, load_or_make_splits
+
+log = logging.getLogger("femurseg.train")
+
+
+def code_version() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def hardware(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA)"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, " \
+           f"{torch.get_num_threads()} torch threads"
+
+
+def read_run(run_dir: Path) -> dict:
+    p = Path(run_dir) / "run.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def save_run(run_dir: Path, run: dict) -> None:
+    write_json(run, Path(run_dir) / "run.json", overwrite=True)
+
+
+def prepare_run(cfg: dict, data_dir: Optional[str], run_dir: Path, cache_dir: Optional[Path]):
+    """Load and validate the dataset, preprocess (cached) and make or reuse the splits."""
+    data_dir = data_dir or cfg.get("dataset")
+    if not data_dir:
+        raise FemurSegError("no dataset: pass --data DATASET_DIR (nnU-Net raw layout)")
+    dataset = load_dataset(data_dir, cfg.get("foreground"))
+    spec = InputSpec.from_dict(cfg["input"])
+    cache = Path(cache_dir) if cache_dir else Path(run_dir) / "cache"
+    cases = {}
+    for c in dataset.cases:
+        cases[c.name] = preprocess_case(c, spec, dataset.foreground_label, cache)
+    names = [c.name for c in dataset.cases]
+    strata = [float(cases[n].target.sum()) for n in names]  # femur volume on the network grid
+    splits = load_or_make_splits(Path(run_dir) / "splits.json", names, strata,
+                                 int(cfg["folds"]), int(cfg["seed"]))
+    check_splits(splits, names)
+    return dataset, cases, splits
+
+
+def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
+           folds: Optional[List[int]] = None, resume: bool = False,
+           max_epochs: Optional[int] = None, device: str = "cpu", progress: bool = True,
+           cache_dir: Optional[Path] = None) -> dict:
+    from .train import fit
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset, cases, splits = prepare_run(cfg, data_dir, run_dir, cache_dir)
+    run = read_run(run_dir)
+    if run and run.get("config", {}).get("name") not in (None, cfg["name"]):
+        raise FemurSegError(f"{run_dir} holds a run of config {run['config']['name']!r}, "
+                            f"not {cfg['name']!r}")
+    run.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run["config"] = cfg
+    run["dataset"] = {"path": str(Path(dataset.root).resolve()), "cases": len(dataset.cases),
+                      "foreground_label": dataset.foreground_label, "labels": dataset.labels}
+    run.setdefault("commands", []).append(" ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
+    run["code_version"] = code_version()
+    run["hardware"] = hardware(device)
+    run.setdefault("folds", {})
+    save_run(run_dir, run)
+    todo = folds if folds is not None else list(range(len(splits)))
+    for k in todo:
+        split = splits[k]
+        log.info("fold %d: %d training, %d validation cases", k, len(split["train"]),
+                 len(split["val"]))
+        result = fit(cfg, k, [cases[n] for n in split["train"]], [cases[n] for n in split["val"]],
+                     run_dir, resume=resume, max_epochs=max_epochs, device=device,
+                     progress=progress)
+        run = read_run(run_dir)
+        run["folds"][str(k)] = {"epochs": result.epochs, "best_epoch": result.best_epoch,
+                                "best_val_dsc": result.best_metric,
+                                "stopped_early": result.stopped_early,
+                                "seconds": round(result.seconds, 1),
+                                "train": split["train"], "val": split["val"]}
+        save_run(run_dir, run)
+    return read_run(run_dir)

@@ -1,0 +1,54 @@
+"""Losses: the paper's class-weighted cross-entropy (eq. 1) and a Dice + CE extra.
+
+Eq. (1) of Deniz et al. weights each voxel's cross-entropy by the frequency of the *other*
+class, computed per training sample: femur voxels get ``w_f = N_b / N`` and background voxels
+``w_b = N_p / N`` (N_p femur voxels, N_b background voxels, N = N_p + N_b), so that the rare
+femur class counts as much as the background. The loss is the weighted sum divided by N (the
+mean over voxels of the weighted voxel losses).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def class_weights(target: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights ``[B, 2]``: background N_p/N, femur N_b/N (paper eq. 1)."""
+    b = target.shape[0]
+    flat = target.reshape(b, -1).float()
+    n = flat.shape[1]
+    n_p = flat.sum(dim=1)
+    n_b = n - n_p
+    return torch.stack([n_p / n, n_b / n], dim=1)
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Paper eq. (1). ``logits`` ``[B, 2, ...]``, ``target`` ``[B, ...]`` in {0, 1}."""
+    ce = F.cross_entropy(logits, target.long(), reduction="none")  # [B, ...]
+    w = class_weights(target)  # [B, 2]
+    shape = (target.shape[0],) + (1,) * (target.ndim - 1)
+    voxel_w = torch.where(target.bool(), w[:, 1].reshape(shape), w[:, 0].reshape(shape))
+    return (voxel_w * ce).mean()
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice of the foreground, over the whole batch."""
+    p = torch.softmax(logits, dim=1)[:, 1]
+    t = target.float()
+    inter = (p * t).sum()
+    return 1.0 - (2 * inter + eps) / (p.sum() + t.sum() + eps)
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, target.long()) + soft_dice_loss(logits, target)
+
+
+LOSSES = {"weighted_ce": weighted_cross_entropy, "dice_ce": dice_ce_loss}
+
+
+def get_loss(name: str):
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r} ({', '.join(LOSSES)})") from None

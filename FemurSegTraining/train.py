@@ -1,0 +1,324 @@
+"""Training one fold: patch sampling, augmentation, the loop, early stopping, checkpoints, resume.
+
+Every epoch ends with a checkpoint (model, optimiser, early-stopping state, history) written
+atomically to ``RUN/fold_K/checkpoint.pt``; the best epoch's weights go to ``best.pt``. A killed
+run continues with ``resume=True`` and ends with the same weights as an uninterrupted run: all
+randomness of epoch ``e`` comes from generators seeded by (seed, fold, e).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from FemurSegLib.inference import predict_2d, predict_3d
+from FemurSegLib.metrics import dice
+from FemurSegLib.networks import build_network
+
+from .config import is_2d
+from .data import Preprocessed
+from .losses import get_loss
+
+log = logging.getLogger("femurseg.train")
+
+
+# ----------------------------------------------------------------------------------------------
+# Early stopping (paper: stop when the metric has not improved by min_delta in `patience`
+# epochs; the first `min_epochs` epochs always run)
+
+
+@dataclass
+class EarlyStopping:
+    min_delta: float = 1e-4
+    patience: int = 10
+    min_epochs: int = 30
+    best: float = -math.inf
+    best_epoch: int = -1
+    epochs_seen: int = 0
+
+    def update(self, metric: float) -> bool:
+        """Record the metric of the next epoch; True when training should stop after it."""
+        epoch = self.epochs_seen
+        self.epochs_seen += 1
+        if metric > self.best + self.min_delta:
+            self.best, self.best_epoch = float(metric), epoch
+        elif metric > self.best:
+            self.best = float(metric)  # a tiny gain: remember the value, not a new best epoch
+        if self.epochs_seen < self.min_epochs:
+            return False
+        return epoch - self.best_epoch >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "epochs_seen": self.epochs_seen}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.best, self.best_epoch = float(s["best"]), int(s["best_epoch"])
+        self.epochs_seen = int(s["epochs_seen"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Patches and augmentation
+
+
+def epoch_rng(seed: int, fold: int, epoch: int, rank: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, fold, epoch, rank])
+
+
+def _crop_with_pad(vol: np.ndarray, starts: Sequence[int], size: Sequence[int], value: float
+                   ) -> np.ndarray:
+    """``vol[starts:starts+size]`` with out-of-volume parts filled with ``value``."""
+    out = np.full(tuple(size), value, dtype=vol.dtype)
+    src, dst = [], []
+    for s, n, dim in zip(starts, size, vol.shape):
+        a, b = max(s, 0), min(s + n, dim)
+        src.append(slice(a, b))
+        dst.append(slice(a - s, b - s))
+    out[tuple(dst)] = vol[tuple(src)]
+    return out
+
+
+def sample_patch_3d(case: Preprocessed, size: Sequence[int], rng: np.random.Generator,
+                    p_fg: float):
+    """A patch (image, target) centred on a random voxel, or on a foreground voxel w.p. ``p_fg``."""
+    shape = case.image.shape
+    if rng.random() < p_fg and case.target.any():
+        fg = np.argwhere(case.target)
+        centre = fg[rng.integers(len(fg))]
+    else:
+        centre = np.array([rng.integers(s) for s in shape])
+    starts = [int(c) - n // 2 for c, n in zip(centre, size)]
+    # keep patches inside the volume where the volume is large enough
+    starts = [min(max(s, 0), max(dim - n, 0)) if dim >= n else (dim - n) // 2
+              for s, n, dim in zip(starts, size, shape)]
+    bg = float(case.image.min())
+    return _crop_with_pad(case.image, starts, size, bg), _crop_with_pad(case.target, starts, size, 0)
+
+
+def sample_patch_2d(case: Preprocessed, in_size: int, out_size: int, context: int,
+                    rng: np.random.Generator, p_fg: float):
+    """``context`` adjacent slices of ``in_size``^2 and the centre slice's ``out_size``^2 target."""
+    shape = case.image.shape
+    if rng.random() < p_fg and case.target.any():
+        fg = np.argwhere(case.target)
+        z, y, x = fg[rng.integers(len(fg))]
+    else:
+        z, y, x = (int(rng.integers(s)) for s in shape)
+    half = context // 2
+    vol = np.pad(case.image, ((half, half), (0, 0), (0, 0)), mode="symmetric")
+    margin = (in_size - out_size) // 2
+    y0 = int(y) - in_size // 2
+    x0 = int(x) - in_size // 2
+    bg = float(case.image.min())
+    img = _crop_with_pad(vol, [int(z), y0, x0], [context, in_size, in_size], bg)
+    tgt = _crop_with_pad(case.target, [int(z), y0 + margin, x0 + margin], [1, out_size, out_size], 0)[0]
+    return img, tgt
+
+
+def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: dict):
+    """Left-right flip (the paper's augmentation), plus optional intensity changes."""
+    aug = cfg.get("augment", {})
+    if aug.get("flip_lr", True) and rng.random() < 0.5:
+        image, target = image[..., ::-1], target[..., ::-1]
+    if aug.get("intensity"):
+        gamma = float(np.exp(rng.uniform(-0.3, 0.3)))
+        lo = image.min()
+        rngv = max(float(image.max() - lo), 1e-6)
+        image = lo + rngv * ((image - lo) / rngv) ** gamma
+        image = image * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05)
+        image = image + rng.normal(0, rng.uniform(0, 0.03), image.shape).astype(np.float32)
+    if aug.get("synthetic_contrast"):
+        from .augment import synthetic_contrast
+        image = synthetic_contrast(image, rng)
+    return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(target)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class TorchNetEngine:
+    """Adapter so the core's predict functions can run a torch network during validation."""
+
+    def __init__(self, net: torch.nn.Module, device: str):
+        self.net, self.device = net, device
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+            return torch.softmax(self.net(t), dim=1).float().cpu().numpy()
+
+
+def predict_case(net: torch.nn.Module, cfg: dict, image: np.ndarray, device: str) -> np.ndarray:
+    """Foreground probability on the network grid (no TTA) with the core's inference code."""
+    engine = TorchNetEngine(net, device)
+    net.eval()
+    if is_2d(cfg):
+        inf = inference_geometry(cfg, net)
+        probs = predict_2d(engine, image, input_size=inf["input_size"],
+                           output_size=inf["output_size"],
+                           context=int(cfg["architecture"].get("in_channels", 3)))
+    else:
+        probs = predict_3d(engine, image, patch=cfg["inference"].get("patch_size"),
+                           divisor=list(net.divisor), overlap=cfg["inference"].get("overlap", 0.5))
+    return probs[1]
+
+
+def inference_geometry(cfg: dict, net: Optional[torch.nn.Module] = None) -> dict:
+    """The card's ``inference`` section for this config (2D sizes, 3D divisor)."""
+    net = net if net is not None else build_network(cfg["architecture"])
+    inf = dict(cfg["inference"])
+    if is_2d(cfg):
+        size = int(cfg["patch_size"])
+        inf["input_size"] = size
+        inf["output_size"] = net.output_size(size)
+    else:
+        inf["divisor"] = list(net.divisor)
+    return inf
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class FitResult:
+    fold_dir: Path
+    epochs: int
+    best_epoch: int
+    best_metric: float
+    stopped_early: bool
+    seconds: float
+    history: List[dict] = field(default_factory=list)
+
+
+def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[Preprocessed],
+        run_dir: Path, *, resume: bool = False, max_epochs: Optional[int] = None,
+        device: str = "cpu", progress: bool = True,
+        on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
+    """Train one fold; returns when early stopping triggers or ``max_epochs`` is reached."""
+    fold_dir = Path(run_dir) / f"fold_{fold}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = fold_dir / "checkpoint.pt"
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed + 1000 * fold)
+    net = build_network(cfg["architecture"]).to(device)
+    opt_cfg = cfg["optimizer"]
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(opt_cfg["lr"]),
+                                 weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
+    stopper = EarlyStopping(float(cfg["min_delta"]), int(cfg["patience"]), int(cfg["min_epochs"]))
+    history: List[dict] = []
+    start_epoch = 0
+    elapsed = 0.0
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stopper.load_state_dict(state["early_stopping"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+        elapsed = float(state.get("seconds", 0.0))
+        if state.get("finished"):
+            log.info("fold %d already finished at epoch %d", fold, start_epoch - 1)
+            return FitResult(fold_dir, start_epoch, stopper.best_epoch, stopper.best, True,
+                             elapsed, history)
+        log.info("fold %d: resuming at epoch %d", fold, start_epoch)
+    elif ckpt_path.is_file() and not resume:
+        from FemurSegLib.errors import FemurSegError
+        raise FemurSegError(f"{ckpt_path} exists: use --resume to continue it, or another run folder")
+    loss_fn = get_loss(cfg["loss"])
+    use_amp = device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    cap = int(max_epochs if max_epochs is not None else cfg["max_epochs"])
+    steps = int(cfg["patches_per_epoch"] or len(train_cases))
+    bs = int(cfg["batch_size"])
+    two_d = is_2d(cfg)
+    inf = inference_geometry(cfg) if two_d else None
+    stopped = False
+    for epoch in range(start_epoch, cap):
+        t0 = time.perf_counter()
+        rng = epoch_rng(seed, fold, epoch)
+        torch.manual_seed(int(rng.integers(2 ** 31)))
+        net.train()
+        losses = []
+        iterator = range(steps)
+        if progress:
+            from tqdm import tqdm
+            iterator = tqdm(iterator, desc=f"fold {fold} epoch {epoch}", leave=False)
+        for _ in iterator:
+            xs, ys = [], []
+            for _b in range(bs):
+                case = train_cases[int(rng.integers(len(train_cases)))]
+                if two_d:
+                    x, y = sample_patch_2d(case, inf["input_size"], inf["output_size"],
+                                           int(cfg["architecture"].get("in_channels", 3)), rng,
+                                           float(cfg["foreground_oversample"]))
+                else:
+                    x, y = sample_patch_3d(case, cfg["patch_size"], rng,
+                                           float(cfg["foreground_oversample"]))
+                x, y = augment(x, y, rng, cfg)
+                xs.append(x if two_d else x[None])
+                ys.append(y)
+            xb = torch.from_numpy(np.stack(xs)).to(device)
+            yb = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            if use_amp:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    loss = loss_fn(net(xb), yb)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss = loss_fn(net(xb), yb)
+                loss.backward()
+                optimizer.step()
+            losses.append(float(loss.detach()))
+        # validation: DSC at 0.5 on the network grid, mean over validation cases
+        dscs = []
+        for case in val_cases:
+            prob = predict_case(net, cfg, case.image, device)
+            dscs.append(dice(prob >= 0.5, case.target.astype(bool)))
+        val = float(np.mean(dscs)) if dscs else float("nan")
+        improved_before = stopper.best_epoch
+        stop = stopper.update(val if dscs else -float(np.mean(losses)))
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dsc": val,
+               "seconds": seconds, "best_epoch": stopper.best_epoch}
+        history.append(row)
+        if stopper.best_epoch != improved_before:
+            _atomic_save(net.state_dict(), fold_dir / "best.pt")
+        _atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                      "early_stopping": stopper.state_dict(), "history": history,
+                      "epoch": epoch, "seconds": elapsed, "finished": bool(stop)}, ckpt_path)
+        _write_history(history, fold_dir / "history.csv")
+        log.info("fold %d epoch %3d  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch, row["loss"],
+                 val, seconds, "  (best)" if stopper.best_epoch == epoch else "")
+        if on_epoch:
+            on_epoch(row)
+        if stop:
+            stopped = True
+            break
+    return FitResult(fold_dir, len(history), stopper.best_epoch, stopper.best, stopped, elapsed,
+                     history)
+
+
+def _write_history(history: List[dict], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, path)
