@@ -1,0 +1,125 @@
+"""Inference: window geometry, blending, the 2D nine-patch scheme, TTA/ensembles, Segmenter."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from FemurSegLib import io
+from FemurSegLib.inference import (Segmenter, gaussian_importance, nine_patch_starts,
+                                   pad_to_shape, predict_2d, predict_3d, window_starts)
+from geometry_helpers import blob, oblique_image
+
+
+@pytest.mark.parametrize("size,patch,overlap,expected", [
+    (10, 10, 0.5, [0]),
+    (8, 10, 0.5, [0]),
+    (20, 10, 0.5, [0, 5, 10]),
+    (21, 10, 0.5, [0, 4, 7, 11]),
+    (20, 10, 0.0, [0, 10]),
+])
+def test_window_starts(size, patch, overlap, expected):
+    starts = window_starts(size, patch, overlap)
+    assert starts == expected
+    assert starts[0] == 0 and starts[-1] + patch >= size
+
+
+def test_gaussian_importance_peak_and_floor():
+    w = gaussian_importance((5, 9, 9))
+    assert w.shape == (5, 9, 9)
+    assert w[2, 4, 4] == pytest.approx(1.0)
+    assert w.min() > 0
+    assert w[2, 4, 0] < w[2, 4, 2] < w[2, 4, 4]
+
+
+def test_pad_to_shape_and_crop_back():
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    p, crop = pad_to_shape(a, (4, 4, 4), -1.0)
+    assert p.shape == (4, 4, 4)
+    np.testing.assert_array_equal(p[crop], a)
+    assert (p == -1).sum() == 64 - 24
+
+
+class Pointwise:
+    """A fake network: foreground probability = the input intensity, voxel by voxel."""
+
+    def __init__(self, crop: int = 0, centre_channel: bool = False):
+        self.crop, self.centre, self.calls = crop, centre_channel, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        v = x[:, x.shape[1] // 2] if self.centre else x[:, 0]
+        if self.crop:
+            v = v[..., self.crop:-self.crop, self.crop:-self.crop]
+        return np.stack([1 - v, v], axis=1).astype(np.float32)
+
+
+def test_sliding_window_blending_reproduces_a_pointwise_network():
+    vol = np.random.default_rng(0).random((7, 21, 18), dtype=np.float32)
+    eng = Pointwise()
+    out = predict_3d(eng, vol, patch=(4, 8, 8), divisor=(1, 1, 1), overlap=0.5)
+    assert out.shape == (2, 7, 21, 18)
+    np.testing.assert_allclose(out[1], vol, atol=1e-6)
+    assert eng.calls == len(window_starts(7, 4, .5)) * len(window_starts(21, 8, .5)) * len(window_starts(18, 8, .5))
+
+
+def test_whole_volume_pads_to_divisor_and_crops_back():
+    vol = np.random.default_rng(1).random((5, 9, 10), dtype=np.float32)
+    out = predict_3d(Pointwise(), vol, patch=None, divisor=(2, 4, 4))
+    np.testing.assert_allclose(out[1], vol, atol=1e-6)
+
+
+def test_nine_patches():
+    assert nine_patch_starts(100, 40) == [0, 30, 60]
+    assert nine_patch_starts(30, 40) == [0]
+
+
+def test_predict_2d_mirrored_nine_patches_reproduce_centre_slice():
+    vol = np.random.default_rng(2).random((4, 50, 44), dtype=np.float32)
+    eng = Pointwise(crop=6, centre_channel=True)   # input 32 -> output 20, margin 6
+    out = predict_2d(eng, vol, input_size=32, output_size=20, context=3)
+    assert out.shape == (2, 4, 50, 44)
+    np.testing.assert_allclose(out[1], vol, atol=1e-6)
+    assert eng.calls == 4  # one batch of 9 tiles per slice
+
+
+def test_predict_2d_rejects_too_small_tiles():
+    with pytest.raises(ValueError, match="too small"):
+        predict_2d(Pointwise(), np.zeros((1, 90, 90), np.float32), input_size=30, output_size=20)
+
+
+def _phantom_like(shape=(10, 48, 40)):
+    rng = np.random.default_rng(3)
+    arr = (blob(shape, centre=[5, 24, 10], radius=(3, 10, 6)).astype(float)
+           + blob(shape, centre=[5, 24, 30], radius=(3, 10, 6))) * 800
+    arr = arr + rng.normal(100, 10, shape)
+    return oblique_image(arr.astype(np.int16), spacing=(1.8, 1.8, 5.2))
+
+
+@pytest.mark.parametrize("engine,tta", [("onnx", True), ("torch", False)])
+def test_segmenter_outputs_on_exact_input_grid(tiny_model_dir, engine, tta):
+    img = _phantom_like()
+    seg = Segmenter.from_folder(tiny_model_dir, device="cpu", engine=engine, tta=tta)
+    steps = []
+    res = seg.segment(img, progress=lambda f, m: steps.append(f))
+    assert io.grid_mismatch(res.labelmap, img) == ""
+    assert io.grid_mismatch(res.probability, img) == ""
+    assert res.labelmap.GetPixelID() == sitk.sitkUInt8
+    p = sitk.GetArrayFromImage(res.probability)
+    assert 0 <= p.min() and p.max() <= 1
+    assert set(np.unique(sitk.GetArrayFromImage(res.labelmap))) <= {0, 1, 2}
+    assert steps[0] == 0.0 and steps[-1] == 1.0 and steps == sorted(steps)
+    assert res.threshold == 0.5
+
+
+def test_onnx_and_torch_paths_agree(tiny_model_dir):
+    img = _phantom_like()
+    a = Segmenter.from_folder(tiny_model_dir, engine="onnx").segment(img)
+    b = Segmenter.from_folder(tiny_model_dir, engine="torch").segment(img)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(a.probability),
+                               sitk.GetArrayFromImage(b.probability), atol=1e-4)
+
+
+def test_2d_model_segments(tiny_model_2d_dir):
+    img = _phantom_like((6, 40, 36))
+    res = Segmenter.from_folder(tiny_model_2d_dir, tta=False).segment(img)
+    assert io.grid_mismatch(res.labelmap, img) == ""
