@@ -245,13 +245,33 @@ def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False,
         raise InputError(f"unknown output image format: {Path(path).name} "
                          "(use .nii.gz, .nii, .nrrd, .mha or .mhd)")
     if image_suffix(path) == ".mhd":
-        # .mhd writes a second (.raw/.zraw) file: write it directly after the overwrite check.
-        target = check_writable(path, overwrite)
-        sitk.WriteImage(image, str(target), compress)
-        return target
+        return _write_mhd(image, Path(path), overwrite, compress)
     with atomic_path(path, overwrite) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
     return Path(path)
+
+
+def _write_mhd(image: sitk.Image, path: Path, overwrite: bool, compress: bool) -> Path:
+    """MetaImage writes a header and a data file that the header names: write both with their
+    final names in a temporary folder beside the target, then rename them into place (data
+    file first, so the header never points at a missing file)."""
+    target = check_writable(path, overwrite)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=str(target.parent)))
+    try:
+        sitk.WriteImage(image, str(tmp_dir / target.name), compress)
+        data_files = [p for p in tmp_dir.iterdir() if p.name != target.name]
+        for p in data_files:
+            if (target.parent / p.name).exists() and not overwrite:
+                raise OutputExistsError(f"output exists: {target.parent / p.name} "
+                                        "(use --overwrite to replace it)")
+        for p in data_files + [tmp_dir / target.name]:
+            os.chmod(p, 0o666 & ~_umask())
+            os.replace(p, target.parent / p.name)
+    finally:
+        for p in tmp_dir.iterdir():
+            p.unlink()
+        tmp_dir.rmdir()
+    return target
 
 
 def write_json(data, path: PathLike, *, overwrite: bool = False) -> Path:
