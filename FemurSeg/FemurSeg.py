@@ -1,0 +1,652 @@
+"""FemurSeg: automatic segmentation of the proximal femur in hip MRI (3D Slicer scripted module).
+
+Thin by design: the segmentation itself is the pure core ``FemurSegLib`` run as a command line in
+a background process (``PythonSlicer -m FemurSegLib.cli segment ...``), and everything that
+touches the MRML scene without Qt is in ``FemurSegMRML`` (tested with the ``slicer-core`` wheel).
+This file holds what needs the Slicer application: the module description, the widget (Qt, the
+parameter node, the ``qt.QProcess``), dependency installation and the self-test.
+"""
+
+import importlib
+import logging
+import os
+import pathlib
+import shutil
+import sys
+import time
+from typing import Annotated, Callable, List, Optional
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+import FemurSegMRML
+from FemurSegLib.errors import Cancelled, FemurSegError
+
+#: The folder of this file; FemurSegLib sits in it (and the CLI process gets it on PYTHONPATH).
+MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+#: Combo box entry that lets the user pick a model folder.
+MODEL_FOLDER_ITEM = "Model folder..."
+
+
+#
+# FemurSeg
+#
+
+
+class FemurSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "FemurSeg"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["FemurSeg contributors"]
+        self.parent.helpText = """
+Automatic segmentation of the proximal femur (head, neck, trochanters, upper shaft) in hip MR
+volumes with U-Nets, giving an editable segmentation with SNOMED CT terminology, an optional
+probability map and STL surfaces for finite-element work.
+<br><br>
+<b>For research use only. This is not a medical device</b> and has not been cleared or approved
+for clinical use: check every result.
+<br><br>
+See the <a href="https://github.com/femurseg/FemurSeg#3d-slicer">documentation</a>.
+"""
+        self.parent.acknowledgementText = """
+The method follows Deniz CM, Xiang S, Hallyburton RS, Welbeck A, Babb JS, Honig S, Cho K,
+Chang G. <i>Segmentation of the Proximal Femur from MR Images using Deep Convolutional Neural
+Networks.</i> Scientific Reports 8, 16485 (2018), doi:10.1038/s41598-018-34817-6.
+Built on 3D Slicer, SimpleITK, ONNX Runtime and slicerio.
+"""
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class FemurSegParameterNode:
+    """What the user chose in the module panel (saved with the scene).
+
+    inputVolume - the MR volume to segment.
+    model - folder of the bundled model chosen in the model list; "" when a folder is chosen.
+    modelFolder - a model folder of the user's own (used when ``model`` is "").
+    device - "auto", "cpu" or "gpu".
+    tta, probabilityMap, splitSides - inference options (flip TTA, probability map, right/left).
+    smoothing - closed-surface smoothing factor for display and STL export.
+    exportStl, stlFolder, overwriteStl - STL export of the femur surfaces.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    model: str = ""
+    modelFolder: pathlib.Path
+    device: Annotated[str, Choice(list(FemurSegMRML.DEVICES))] = "auto"
+    tta: bool = True
+    probabilityMap: bool = False
+    splitSides: bool = True
+    smoothing: Annotated[float, WithinRange(0.0, 1.0)] = FemurSegMRML.DEFAULT_SMOOTHING
+    exportStl: bool = False
+    stlFolder: pathlib.Path
+    overwriteStl: bool = False
+
+
+def _pathOrNone(path) -> Optional[str]:
+    """A parameter-node path as a string, or None when unset ("" or ".")."""
+    text = str(path) if path is not None else ""
+    return text if text not in ("", ".") else None
+
+
+#
+# FemurSegWidget
+#
+
+
+class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._process = None
+        self._processLines = None
+        self._job = None
+        self._cancelled = False
+        self._startTime = 0.0
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FemurSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = FemurSegLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.progressBar.setVisible(False)
+
+        self.populateModels()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.onCancelButton()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+        if not _pathOrNone(self._parameterNode.stlFolder):
+            self._parameterNode.stlFolder = pathlib.Path(self.logic.defaultOutputFolder())
+        if not _pathOrNone(self._parameterNode.modelFolder):
+            self._parameterNode.modelFolder = pathlib.Path(self.logic.defaultOutputFolder())
+
+    def setParameterNode(self, inputParameterNode: Optional[FemurSegParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+            self._updateGui()
+
+    # -- model list ------------------------------------------------------------------------------
+
+    def populateModels(self) -> None:
+        """Fill the model list from the bundled and installed model cards."""
+        combo = self.ui.modelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        try:
+            choices = FemurSegMRML.model_choices(self.logic.availableModels())
+        except FemurSegError as exc:
+            choices = []
+            self._setStatus(f"Cannot list models: {exc}", error=True)
+        for label, value, tooltip in choices:
+            combo.addItem(label, value)
+            combo.setItemData(combo.count - 1, tooltip, qt.Qt.ToolTipRole)
+        combo.addItem(MODEL_FOLDER_ITEM, "")
+        combo.blockSignals(wasBlocked)
+        self._noBundledModel = not choices
+
+    def onModelChanged(self, index: int) -> None:
+        if self._parameterNode is None or index < 0:
+            return
+        self._parameterNode.model = self.ui.modelComboBox.itemData(index) or ""
+
+    def _updateGui(self, caller=None, event=None) -> None:
+        """Reflect the parameter node in what the parameter wrapper does not connect."""
+        p = self._parameterNode
+        if p is None:
+            return
+        combo = self.ui.modelComboBox
+        index = combo.findData(p.model) if p.model else combo.count - 1
+        if index < 0:  # a model that is no longer installed
+            index = combo.count - 1
+        if combo.currentIndex != index:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
+        folderMode = not p.model
+        self.ui.modelFolderLabel.setVisible(folderMode)
+        self.ui.modelFolderButton.setVisible(folderMode)
+        if getattr(self, "_noBundledModel", False):
+            self.ui.modelInfoLabel.text = (
+                "No trained model is installed with this extension yet: choose a model folder "
+                "(model.json with its weights).")
+        else:
+            self.ui.modelInfoLabel.text = combo.itemData(combo.currentIndex, qt.Qt.ToolTipRole) or ""
+        self.ui.stlFolderLabel.setEnabled(p.exportStl)
+        self.ui.stlFolderButton.setEnabled(p.exportStl)
+        self.ui.overwriteStlCheckBox.setEnabled(p.exportStl)
+        running = self._process is not None
+        self.ui.applyButton.enabled = bool(p.inputVolume) and not running
+        self.ui.applyButton.toolTip = ("Segment the femur in the input volume (runs in the background)"
+                                       if p.inputVolume else "Select an input volume")
+        self.ui.cancelButton.enabled = running
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _setStatus(self, text: str, error: bool = False) -> None:
+        self.ui.statusLabel.text = text
+        self.ui.statusLabel.setStyleSheet("color: #c62828;" if error else "")
+        if text:
+            (logging.error if error else logging.info)(f"FemurSeg: {text}")
+
+    def onApplyButton(self) -> None:
+        """Check dependencies, write the input and start the CLI in a ``qt.QProcess``."""
+        if self._process is not None:
+            return
+        self._setStatus("")
+        try:
+            options = self.logic.jobOptions(self._parameterNode)
+            with slicer.util.WaitCursor():
+                self.logic.ensureDependencies()
+                self._job = self.logic.prepareJob(self._parameterNode.inputVolume, options)
+        except FemurSegError as exc:
+            self._setStatus(str(exc), error=True)
+            return
+        self._startProcess(self._job)
+
+    def _startProcess(self, job) -> None:
+        process = qt.QProcess()
+        process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        process.setWorkingDirectory(str(job.work_dir))
+        env = qt.QProcessEnvironment.systemEnvironment()
+        for key in ("PYTHONPATH", "PYTHONUNBUFFERED"):
+            env.insert(key, job.env[key])
+        process.setProcessEnvironment(env)
+        process.connect("readyReadStandardOutput()", self._onProcessOutput)
+        process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
+        process.connect("errorOccurred(QProcess::ProcessError)", self._onProcessError)
+        self._process = process
+        self._processLines = FemurSegMRML.LineBuffer()
+        self._cancelled = False
+        self._startTime = time.time()
+        self.ui.progressBar.setValue(0)
+        self.ui.progressBar.setVisible(True)
+        self._setStatus("Starting...")
+        self._updateGui()
+        logging.info("FemurSeg: running " + " ".join(job.command))
+        process.start(job.command[0], job.command[1:])
+
+    def _onProcessOutput(self) -> None:
+        if self._process is None:
+            return
+        chunk = _decode(self._process.readAllStandardOutput())
+        for line in self._processLines.feed(chunk):
+            progress = FemurSegMRML.parse_progress_line(line)
+            if progress is not None:
+                percent, message = progress
+                self.ui.progressBar.setValue(int(round(percent)))
+                self._setStatus(message)
+            elif line.strip():
+                logging.info(f"FemurSeg CLI: {line}")
+
+    def _onProcessError(self, error) -> None:
+        if error == qt.QProcess.FailedToStart and self._process is not None:
+            command = self._job.command[0] if self._job else "the segmentation process"
+            self._finish(error_text=f"cannot start {command}: {self._process.errorString()}")
+
+    def _onProcessFinished(self, exitCode: int, exitStatus) -> None:
+        if self._process is None:
+            return
+        self._onProcessOutput()
+        lines = self._processLines.lines + self._processLines.close()
+        if self._cancelled:
+            self._finish(error_text="Cancelled.")
+            return
+        if exitStatus != qt.QProcess.NormalExit or exitCode != 0:
+            code = exitCode if exitStatus == qt.QProcess.NormalExit else -1
+            self._finish(error_text=FemurSegMRML.error_message(lines, code))
+            return
+        try:
+            with slicer.util.WaitCursor():
+                result = self.logic.finishJob(self._job)
+        except FemurSegError as exc:
+            self._finish(error_text=str(exc))
+            return
+        self._finish(result=result)
+
+    def _finish(self, result=None, error_text: Optional[str] = None) -> None:
+        if self._job is not None:
+            self._job.cleanup()
+        self._job = None
+        self._process = None
+        self.ui.progressBar.setVisible(False)
+        if error_text is not None:
+            self._setStatus(error_text, error=error_text != "Cancelled.")
+        else:
+            self._setStatus(self.logic.summary(result, time.time() - self._startTime))
+        self._updateGui()
+
+    def onCancelButton(self) -> None:
+        """End the background process (its temporary files are removed when it has finished)."""
+        if self._process is not None:
+            self._cancelled = True
+            self._setStatus("Cancelling...")
+            self._process.kill()
+
+
+def _decode(byteArray) -> str:
+    """Text of a ``QByteArray`` returned by PythonQt."""
+    data = byteArray.data() if hasattr(byteArray, "data") else byteArray
+    if isinstance(data, str):
+        return data
+    return bytes(data).decode("utf-8", errors="replace")
+
+
+#
+# FemurSegLogic
+#
+
+
+class FemurSegLogic(ScriptedLoadableModuleLogic):
+    """Everything the module does, usable without the GUI (e.g. from the Python console).
+
+    ``process(volumeNode, options)`` runs the whole segmentation and waits; the widget uses the
+    same ``prepareJob`` / ``finishJob`` steps around a ``qt.QProcess`` instead.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self):
+        return FemurSegParameterNode(super().getParameterNode())
+
+    # -- environment -----------------------------------------------------------------------------
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """Slicer's Python launcher (``PythonSlicer``), which runs the CLI in the background."""
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+        candidate = os.path.join(os.path.dirname(sys.executable),
+                                 "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+        if os.path.isfile(candidate):
+            return candidate
+        raise FemurSegError("cannot find PythonSlicer (Slicer's Python) to run the segmentation")
+
+    @staticmethod
+    def defaultOutputFolder() -> str:
+        path = getattr(slicer.app, "defaultScenePath", "") or ""
+        return path if path and os.path.isdir(path) else os.path.expanduser("~")
+
+    @staticmethod
+    def availableModels() -> List:
+        """Bundled and installed models (``FemurSegLib.modelfolder.ModelInfo``), from their cards."""
+        from FemurSegLib import modelfolder
+
+        return modelfolder.list_models()
+
+    def ensureDependencies(self) -> str:
+        """Install what inference needs on first use; return the engine that will run.
+
+        Installs ``onnxruntime``, ``slicerio`` (and ``scipy`` if missing) with
+        ``slicer.packaging.pip_ensure`` (``slicer.util.pip_install`` on older Slicer), after asking,
+        with numpy, SimpleITK and torch pinned to the installed versions so that they are never
+        reinstalled. Without ONNX Runtime the PyTorch fallback is used when torch is importable,
+        installed through the PyTorch extension if the user agrees. Raises :class:`FemurSegError`
+        with a clear message when inference cannot run.
+        """
+        missing = FemurSegMRML.missing_requirements(FemurSegMRML.INFERENCE_REQUIREMENTS)
+        if missing:
+            self._install(missing)
+            missing = FemurSegMRML.missing_requirements(FemurSegMRML.INFERENCE_REQUIREMENTS)
+        others = [r for r in missing if FemurSegMRML.requirement_name(r) != "onnxruntime"]
+        if others:
+            raise FemurSegError("FemurSeg needs the Python packages " + ", ".join(others)
+                                + " which are not installed; allow their installation and retry")
+        if not missing:
+            return "onnxruntime"
+        if self._torchAvailable():
+            logging.warning("FemurSeg: ONNX Runtime is not installed: using the PyTorch fallback")
+            return "torch"
+        raise FemurSegError(
+            "ONNX Runtime is not installed and PyTorch is not available: allow the installation "
+            "of onnxruntime, or install the PyTorch extension (Extensions Manager) and PyTorch "
+            "with its PyTorch Utils module for the slower fallback")
+
+    @staticmethod
+    def _install(requirements: List[str]) -> None:
+        constraints = FemurSegMRML.write_pin_constraints(
+            os.path.join(slicer.app.temporaryPath, "FemurSeg-constraints.txt"))
+        try:
+            try:
+                packaging = importlib.import_module("slicer.packaging")
+            except ImportError:
+                packaging = None
+            if packaging is not None and hasattr(packaging, "pip_ensure"):
+                packaging.pip_ensure(list(requirements), constraints=constraints,
+                                     requester="FemurSeg")
+            else:  # Slicer before slicer.packaging
+                text = ("FemurSeg needs these Python packages for inference: "
+                        + ", ".join(requirements) + ". Install them now?")
+                if not slicer.util.confirmOkCancelDisplay(text, windowTitle="FemurSeg"):
+                    raise RuntimeError("installation declined")
+                slicer.util.pip_install(list(requirements) + ["-c", constraints])
+        except RuntimeError as exc:  # declined
+            logging.warning(f"FemurSeg: Python packages not installed: {exc}")
+        except Exception as exc:  # pip failed (e.g. offline or a version conflict)
+            raise FemurSegError("installing " + ", ".join(requirements) + " failed ("
+                                + " ".join(str(exc).split()) + "); see the Python console") from None
+
+    @staticmethod
+    def _torchAvailable() -> bool:
+        """True if torch imports; offers to install it with the PyTorch extension if present."""
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is not None:
+            return True
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return False
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True)
+        return torch is not None
+
+    # -- segmentation ----------------------------------------------------------------------------
+
+    @staticmethod
+    def jobOptions(parameterNode: FemurSegParameterNode) -> "FemurSegMRML.JobOptions":
+        """The options of a run from the parameter node."""
+        p = parameterNode
+        model = p.model or _pathOrNone(p.modelFolder)
+        if not model:
+            raise FemurSegError("choose a model folder (no bundled model is selected)")
+        stlFolder = None
+        if p.exportStl:
+            stlFolder = _pathOrNone(p.stlFolder)
+            if not stlFolder or not os.path.isdir(stlFolder):
+                raise FemurSegError(f"STL folder does not exist: {stlFolder or '(none chosen)'}")
+        return FemurSegMRML.JobOptions(model=model, device=p.device, tta=p.tta,
+                                       probabilities=p.probabilityMap, split=p.splitSides,
+                                       smoothing=p.smoothing, stl_folder=stlFolder,
+                                       overwrite_stl=p.overwriteStl)
+
+    def prepareJob(self, volumeNode, options: "FemurSegMRML.JobOptions"):
+        """Write the input volume to a temporary NRRD file and build the command."""
+        return FemurSegMRML.prepare_job(volumeNode, python=self.pythonExecutable(),
+                                        module_dir=MODULE_DIR, options=options,
+                                        temp_root=slicer.app.temporaryPath)
+
+    def finishJob(self, job):
+        """Load the results into the scene, export STL files if asked, and show them."""
+        result = FemurSegMRML.finish_job(job, slicer.mrmlScene)
+        self.showResult(job.volume_node, result)
+        return result
+
+    def process(self, volumeNode, options: Optional["FemurSegMRML.JobOptions"] = None,
+                onProgress: Optional[Callable[[float, str], None]] = None,
+                isCancelled: Optional[Callable[[], bool]] = None):
+        """Segment ``volumeNode`` and wait (no GUI needed). Returns a ``FemurSegMRML.JobResult``.
+
+        Raises :class:`FemurSegError` with a one-line message when the segmentation fails.
+        """
+        self.ensureDependencies()
+        options = options or FemurSegMRML.JobOptions()
+        job = self.prepareJob(volumeNode, options)
+        try:
+            FemurSegMRML.run_command(job.command, env=job.env, cwd=job.work_dir,
+                                     on_progress=onProgress, is_cancelled=isCancelled)
+            return self.finishJob(job)
+        finally:
+            job.cleanup()
+
+    @staticmethod
+    def showResult(volumeNode, result) -> None:
+        """Show the input with the segmentation in the slice views and the surfaces in 3D."""
+        if not hasattr(slicer.app, "layoutManager") or slicer.app.layoutManager() is None:
+            return
+        slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
+        segNode = result.segmentation_node
+        display = segNode.GetDisplayNode()
+        if display is not None:
+            display.SetVisibility(True)
+            display.SetVisibility3D(True)
+        threeD = slicer.app.layoutManager().threeDWidget(0)
+        if threeD is not None:
+            threeD.threeDView().resetFocalPoint()
+
+    @staticmethod
+    def summary(result, seconds: float) -> str:
+        """One line for the status label: segments with their volumes, and the STL files."""
+        if result is None:
+            return ""
+        node = result.segmentation_node
+        parts = [f"{node.GetSegmentation().GetSegment(sid).GetName()} "
+                 f"{FemurSegMRML.segment_voxel_volume_mm3(node, sid) / 1000.0:.1f} ml"
+                 for sid in FemurSegMRML.segment_ids(node)]
+        text = f"Done in {seconds:.0f} s: {', '.join(parts) or 'no femur found'}."
+        if result.stl_files:
+            text += f" {len(result.stl_files)} STL file(s) in {result.stl_files[0].parent}."
+        return text
+
+
+#
+# FemurSegTest
+#
+
+
+class FemurSegTest(ScriptedLoadableModuleTest):
+    """Runs the whole module on a synthetic hip phantom (needs a bundled or given model)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_FemurSeg_logic_on_phantom()
+        self.setUp()
+        self.test_FemurSeg_blank_volume_error()
+        self.setUp()
+        self.test_FemurSeg_widget_background_process()
+
+    def _modelFolder(self) -> Optional[str]:
+        """The model to test with: $FEMURSEG_TEST_MODEL, else the first bundled model."""
+        folder = os.environ.get("FEMURSEG_TEST_MODEL")
+        if folder:
+            return folder
+        models = FemurSegLogic.availableModels()
+        return str(models[0].path) if models else None
+
+    def _phantomVolume(self):
+        from FemurSegLib.phantom import make_phantom
+
+        phantom = make_phantom(seed=0)
+        node = FemurSegMRML.image_to_volume_node(phantom.image, slicer.mrmlScene, "FemurSegPhantom")
+        return node, phantom
+
+    def test_FemurSeg_logic_on_phantom(self):
+        import numpy as np
+        import SimpleITK as sitk
+
+        model = self._modelFolder()
+        if model is None:
+            self.skipTest("no trained model is installed (set FEMURSEG_TEST_MODEL to a model folder)")
+        self.delayDisplay("Segmenting the phantom")
+        volume, phantom = self._phantomVolume()
+        stlFolder = os.path.join(slicer.app.temporaryPath, "FemurSegTestSTL")
+        os.makedirs(stlFolder, exist_ok=True)
+        options = FemurSegMRML.JobOptions(model=model, probabilities=True, stl_folder=stlFolder,
+                                          overwrite_stl=True)
+        progress = []
+        result = FemurSegLogic().process(volume, options, onProgress=lambda p, m: progress.append(p))
+        self.assertTrue(progress and progress[-1] == 100.0)
+
+        seg = result.segmentation_node
+        self.assertEqual(seg.GetName(), "FemurSegPhantom femur segmentation")
+        names = [seg.GetSegmentation().GetSegment(s).GetName() for s in FemurSegMRML.segment_ids(seg)]
+        self.assertTrue(names in (["Femur"], ["Right femur", "Left femur"]), names)
+        for sid in FemurSegMRML.segment_ids(seg):
+            self.assertIn("SCT^71341001^Femur", seg.GetSegmentation().GetSegment(sid).GetTerminology())
+
+        # Exact input grid, and the phantom's femur found (DSC against its ground truth).
+        labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+            seg, FemurSegMRML.segment_ids(seg), labelmap, volume)
+        np.testing.assert_allclose(FemurSegMRML.ijk_to_ras(labelmap), FemurSegMRML.ijk_to_ras(volume),
+                                   atol=1e-6)
+        predicted = slicer.util.arrayFromVolume(labelmap) > 0
+        truth = np.asarray(sitk.GetArrayFromImage(phantom.femur) if hasattr(phantom.femur, "GetSize")
+                           else phantom.femur) > 0
+        dsc = 2.0 * np.logical_and(predicted, truth).sum() / (predicted.sum() + truth.sum())
+        self.assertGreater(dsc, 0.85, f"phantom femur DSC {dsc:.3f}")
+
+        self.assertIsNotNone(result.probability_node)
+        self.assertEqual(len(result.stl_files), len(names))
+        self.delayDisplay(f"Phantom segmented: DSC {dsc:.3f}")
+
+    def test_FemurSeg_blank_volume_error(self):
+        import SimpleITK as sitk
+
+        model = self._modelFolder()
+        if model is None:
+            self.skipTest("no trained model is installed (set FEMURSEG_TEST_MODEL to a model folder)")
+        blank = FemurSegMRML.image_to_volume_node(sitk.Image([32, 32, 8], sitk.sitkInt16),
+                                                  slicer.mrmlScene, "blank")
+        with self.assertRaises(FemurSegError) as caught:
+            FemurSegLogic().process(blank, FemurSegMRML.JobOptions(model=model))
+        message = str(caught.exception)
+        self.assertIn("is blank", message)
+        self.assertNotIn("\n", message)
+        self.assertNotIn("Traceback", message)
+
+    def test_FemurSeg_widget_background_process(self):
+        """Apply in the module panel: the QProcess runs, the GUI stays live, the result loads."""
+        model = self._modelFolder()
+        if model is None:
+            self.skipTest("no trained model is installed (set FEMURSEG_TEST_MODEL to a model folder)")
+        volume, _ = self._phantomVolume()
+        slicer.util.selectModule("FemurSeg")
+        widget = slicer.util.getModuleWidget("FemurSeg")
+        params = widget.logic.getParameterNode()
+        params.inputVolume = volume
+        bundled = [str(m.path) for m in FemurSegLogic.availableModels()]
+        params.model = model if model in bundled else ""  # "": use the model folder
+        params.modelFolder = pathlib.Path(model)
+        params.exportStl = False
+        widget.onApplyButton()
+        self.assertFalse(widget.ui.applyButton.enabled)  # running in the background
+        deadline = time.time() + 600
+        while widget._process is not None and time.time() < deadline:
+            slicer.app.processEvents(qt.QEventLoop.AllEvents, 100)
+        self.assertIsNone(widget._process, "segmentation did not finish within 10 minutes")
+        self.assertTrue(widget.ui.statusLabel.text.startswith("Done"), widget.ui.statusLabel.text)
+        self.assertIsNotNone(slicer.mrmlScene.GetFirstNodeByName("FemurSegPhantom femur segmentation"))
+        self.delayDisplay("Background run finished")

@@ -1,0 +1,781 @@
+"""The Slicer module's MRML layer (``FemurSeg/FemurSegMRML.py``) on real MRML scenes.
+
+Runs against Kitware's Qt-free ``slicer-core`` wheel: volume nodes, segmentation nodes, the
+segmentation storage node (Slicer's own .seg.nrrd reader), closed-surface conversion and STL export
+are the real Slicer classes. The Qt widget (``FemurSeg.py``) cannot be imported outside Slicer; it
+is compiled, and its references to the .ui file and parameter node are checked statically. The
+end-to-end tests run the CLI in a subprocess exactly as the module does.
+"""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "FemurSeg"
+
+try:
+    import slicer
+    import vtk
+    HAVE_SLICER = hasattr(slicer, "vtkMRMLScene")
+except ImportError:  # pragma: no cover - depends on the environment
+    HAVE_SLICER = False
+
+pytestmark = [pytest.mark.slicer,
+              pytest.mark.skipif(not HAVE_SLICER, reason="needs the slicer-core wheel "
+                                 "(pip install slicer-core vtk==9.6.2): 'import slicer' failed")]
+
+if HAVE_SLICER:
+    sys.path.insert(0, str(MODULE_DIR))
+    import FemurSegMRML as M  # noqa: E402
+
+from FemurSegLib import outputs, segments  # noqa: E402
+from FemurSegLib.errors import Cancelled, FemurSegError, InputError, OutputExistsError  # noqa: E402
+
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def rotation(ax: float, az: float) -> np.ndarray:
+    """An oblique direction matrix: rotation about x by ``ax`` then about z by ``az`` (radians)."""
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ rx
+
+
+DIRECTION = rotation(0.3, 0.35)
+SPACING = (0.9, 0.8, 3.0)
+ORIGIN_LPS = (-20.5, 10.25, 33.0)
+SIZE = (48, 40, 14)  # i, j, k
+
+
+def make_image(array: np.ndarray, spacing=SPACING, origin=ORIGIN_LPS, direction=DIRECTION
+               ) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetOrigin(tuple(float(o) for o in origin))
+    image.SetDirection(tuple(np.asarray(direction, dtype=float).ravel()))
+    return image
+
+
+def ellipsoids(size=SIZE) -> np.ndarray:
+    """Label array ``[k, j, i]``: 1 = an ellipsoid at low i, 2 = one at high i."""
+    k, j, i = np.indices(size[::-1])
+    a = ((i - 13) / 8.5) ** 2 + ((j - 20) / 11.0) ** 2 + ((k - 7) / 4.6) ** 2 <= 1
+    b = ((i - 35) / 8.5) ** 2 + ((j - 20) / 11.0) ** 2 + ((k - 7) / 4.6) ** 2 <= 1
+    return (a * 1 + b * 2).astype(np.uint8)
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture
+def volume(scene):
+    """An MR-like oblique, anisotropic volume node with two bright 'femurs'."""
+    labels = ellipsoids()
+    rng = np.random.default_rng(0)
+    array = (120 + 700 * (labels > 0) + rng.integers(0, 60, labels.shape)).astype(np.int16)
+    return M.image_to_volume_node(make_image(array), scene, "hip")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """The project's synthetic hip MR phantom at half the real in-plane resolution (1.8 mm) and
+    the real 5.2 mm slices: LIP, slightly oblique, both femurs (about 2 s to build)."""
+    from FemurSegLib.phantom import make_phantom
+    return make_phantom(seed=0, size=(192, 192, 20), spacing=(1.822, 1.822, 5.2))
+
+
+def node_array(node) -> np.ndarray:
+    """Voxels of a volume node as ``[k, j, i]``."""
+    image_data = node.GetImageData()
+    dims = image_data.GetDimensions()
+    from vtk.util import numpy_support
+    return numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars()).reshape(dims[::-1])
+
+
+def export_labelmap(scene, seg_node, reference):
+    """All segments as one label map node on ``reference``'s grid (Slicer's exporter)."""
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+        seg_node, M.segment_ids(seg_node), labelmap, reference)
+    assert ok
+    return labelmap
+
+
+# ----------------------------------------------------------------------------------------------
+# Volume node <-> SimpleITK image
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32, np.float64])
+def test_image_volume_node_round_trip_is_exact(scene, dtype):
+    rng = np.random.default_rng(1)
+    array = (rng.random(SIZE[::-1]) * 200).astype(dtype)
+    image = make_image(array)
+    node = M.image_to_volume_node(image, scene, "vol")
+
+    # Known answer: RAS = diag(-1, -1, 1) @ LPS, for the axes and the origin.
+    expected = np.eye(4)
+    expected[:3, :3] = LPS_FROM_RAS @ DIRECTION @ np.diag(SPACING)
+    expected[:3, 3] = LPS_FROM_RAS @ np.array(ORIGIN_LPS)
+    np.testing.assert_allclose(M.ijk_to_ras(node), expected, rtol=0, atol=1e-12)
+    assert np.array_equal(node_array(node), array)
+
+    back = M.volume_node_to_image(node)
+    assert np.array_equal(sitk.GetArrayFromImage(back), array)
+    assert sitk.GetArrayFromImage(back).dtype == array.dtype
+    assert back.GetSpacing() == image.GetSpacing()
+    assert back.GetOrigin() == image.GetOrigin()
+    assert back.GetDirection() == image.GetDirection()
+
+
+def test_volume_node_to_image_maps_voxels_to_the_same_points(scene):
+    """A node made by Slicer's own setters: every voxel lands on the same physical point."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "made-in-slicer")
+    matrix = vtk.vtkMatrix4x4()
+    ras = np.eye(4)
+    ras[:3, :3] = rotation(-0.5, 1.1) @ np.diag([0.7, 1.3, 4.2])
+    ras[:3, 3] = [12.5, -40.0, 7.25]
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, ras[r, c])
+    node.SetIJKToRASMatrix(matrix)
+    image_data = vtk.vtkImageData()
+    image_data.SetDimensions(5, 6, 7)
+    image_data.AllocateScalars(vtk.VTK_SHORT, 1)
+    node.SetAndObserveImageData(image_data)
+
+    image = M.volume_node_to_image(node)
+    assert image.GetSize() == (5, 6, 7)
+    for ijk in [(0, 0, 0), (4, 0, 0), (0, 5, 0), (0, 0, 6), (4, 5, 6), (2, 3, 1)]:
+        expected_lps = LPS_FROM_RAS @ (ras @ np.array([*ijk, 1.0]))[:3]
+        np.testing.assert_allclose(image.TransformIndexToPhysicalPoint(ijk), expected_lps,
+                                   rtol=0, atol=1e-9)
+
+
+def test_volume_node_to_image_with_image_data_not_starting_at_zero(scene):
+    node = M.image_to_volume_node(make_image(np.zeros((3, 4, 5), np.int16)), scene, "v")
+    image_data = vtk.vtkImageData()
+    image_data.SetExtent(2, 6, 1, 4, 3, 5)  # i from 2, j from 1, k from 3
+    image_data.AllocateScalars(vtk.VTK_SHORT, 1)
+    node.SetAndObserveImageData(image_data)
+    image = M.volume_node_to_image(node)
+    # Index (0,0,0) of the image is voxel (2,1,3) of the node's grid.
+    expected = np.array(ORIGIN_LPS) + DIRECTION @ (np.array(SPACING) * [2, 1, 3])
+    np.testing.assert_allclose(image.GetOrigin(), expected, rtol=0, atol=1e-9)
+
+
+def test_volume_node_to_image_rejects_empty_and_vector_volumes(scene):
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match=r"^volume 'empty' has no image data$"):
+        M.volume_node_to_image(empty)
+    rgb = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    image_data = vtk.vtkImageData()
+    image_data.SetDimensions(4, 4, 4)
+    image_data.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    rgb.SetAndObserveImageData(image_data)
+    with pytest.raises(InputError, match=r"^volume 'rgb' has 3 components per voxel; a scalar "
+                                         r"\(grey-value\) volume is required$"):
+        M.volume_node_to_image(rgb)
+
+
+def test_write_volume_node_keeps_geometry_in_nrrd(scene, volume, tmp_path):
+    path = M.write_volume_node(volume, tmp_path / "hip.nrrd")
+    read = sitk.ReadImage(str(path))
+    original = M.volume_node_to_image(volume)
+    assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(original))
+    np.testing.assert_allclose(read.GetSpacing(), SPACING, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(read.GetOrigin(), ORIGIN_LPS, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(read.GetDirection(), DIRECTION.ravel(), rtol=0, atol=1e-9)
+    with pytest.raises(OutputExistsError, match="output exists"):
+        M.write_volume_node(volume, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line, its progress and its errors
+
+
+@pytest.mark.parametrize("kwargs, tail", [
+    ({}, ["--device", "auto", "--overwrite", "--progress", "lines"]),
+    ({"model": "/m/tiny", "device": "cpu", "probabilities": "/t/p.nrrd", "tta": False,
+      "split": False, "overwrite": False},
+     ["--model", "/m/tiny", "--device", "cpu", "--probabilities", "/t/p.nrrd", "--no-tta",
+      "--no-split", "--progress", "lines"]),
+    ({"model": "femur-t1-coronal", "device": "auto"},
+     ["--model", "femur-t1-coronal", "--device", "auto", "--overwrite", "--progress", "lines"]),
+])
+def test_build_command(kwargs, tail):
+    cmd = M.build_command("/bin/PythonSlicer", "/t/in.nrrd", "/t/out.seg.nrrd", **kwargs)
+    assert cmd == ["/bin/PythonSlicer", "-m", "FemurSegLib.cli", "segment", "/t/in.nrrd",
+                   "-o", "/t/out.seg.nrrd"] + tail
+
+
+@pytest.mark.parametrize("device, platform, expected", [
+    ("auto", "linux", "auto"), ("cpu", "win32", "cpu"), ("gpu", "linux", "cuda"),
+    ("gpu", "win32", "cuda"), ("gpu", "darwin", "mps"), ("GPU", "linux", "cuda"),
+    ("cuda", "linux", "cuda"), ("mps", "darwin", "mps"), ("", "linux", "auto"),
+])
+def test_cli_device(device, platform, expected):
+    assert M.cli_device(device, platform) == expected
+
+
+def test_cli_device_rejects_unknown():
+    with pytest.raises(InputError, match=r"^unknown device 'tpu' \(choose auto, cpu or gpu\)$"):
+        M.cli_device("tpu")
+
+
+def test_cli_environment_puts_module_dir_first():
+    env = M.cli_environment("/mod", {"PYTHONPATH": f"/a{os_sep()}/mod{os_sep()}/b", "X": "1"})
+    assert env["PYTHONPATH"] == os_sep().join(["/mod", "/a", "/b"])
+    assert env["X"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert M.cli_environment("/mod", {})["PYTHONPATH"] == "/mod"
+
+
+def os_sep() -> str:
+    import os
+    return os.pathsep
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("PROGRESS 42 hip: fold 1/2", (42.0, "hip: fold 1/2")),
+    ("PROGRESS 0 hip: preprocessing", (0.0, "hip: preprocessing")),
+    ("PROGRESS 100", (100.0, "")),
+    ("  PROGRESS 7.5   a  b \n", (7.5, "a  b")),
+    ("PROGRESS 150 over", (100.0, "over")),
+    ("PROGRESS -3 under", (0.0, "under")),
+    ("progress 5 lower case", None),
+    ("PROGRESS abc", None),
+    ("PROGRESSIVE 5", None),
+    ("error: input is blank", None),
+    ("", None),
+])
+def test_parse_progress_line(line, expected):
+    assert M.parse_progress_line(line) == expected
+
+
+@pytest.mark.parametrize("lines, code, expected", [
+    (["PROGRESS 0 x", "error: input image hip.nrrd is blank: every voxel has the value 0"], 2,
+     "input image hip.nrrd is blank: every voxel has the value 0"),
+    (["error: first", "PROGRESS 5 y", "Error: second one"], 2, "second one"),
+    (["PROGRESS 10 x", "Traceback (most recent call last):", '  File "x.py", line 1',
+      "ValueError: boom", "PROGRESS 11 late"], 1,
+     "segmentation process failed with exit code 1: ValueError: boom"),
+    (["PROGRESS 10 x"], 1, "segmentation process failed with exit code 1"),
+    ([], -9, "segmentation process was terminated by signal 9"),
+    (["error:"], 2, "segmentation process failed with exit code 2: error:"),
+])
+def test_error_message(lines, code, expected):
+    assert M.error_message(lines, code) == expected
+
+
+def test_line_buffer_joins_chunks_into_lines():
+    buf = M.LineBuffer()
+    assert buf.feed("PROG") == []
+    assert buf.feed("RESS 1 a\nPROGRESS 2") == ["PROGRESS 1 a"]
+    assert buf.feed(" b\r\nerr") == ["PROGRESS 2 b"]
+    assert buf.feed("or: x") == []
+    assert buf.close() == ["error: x"]
+    assert buf.close() == []
+    assert buf.lines == ["PROGRESS 1 a", "PROGRESS 2 b", "error: x"]
+
+
+def _script(tmp_path: Path, body: str) -> list:
+    path = tmp_path / "fake_cli.py"
+    path.write_text(textwrap.dedent(body))
+    return [sys.executable, str(path)]
+
+
+def test_run_command_reports_progress_and_output(tmp_path):
+    cmd = _script(tmp_path, """
+        import sys
+        print("hello on stdout", flush=True)
+        for p in (0, 50, 100):
+            sys.stderr.write(f"PROGRESS {p} step {p}\\n"); sys.stderr.flush()
+    """)
+    seen = []
+    out = M.run_command(cmd, on_progress=lambda p, m: seen.append((p, m)))
+    assert seen == [(0.0, "step 0"), (50.0, "step 50"), (100.0, "step 100")]
+    assert out[0] == "hello on stdout" and len(out) == 4
+
+
+def test_run_command_raises_the_one_line_error(tmp_path):
+    cmd = _script(tmp_path, """
+        import sys
+        sys.stderr.write("PROGRESS 3 reading\\nerror: model folder not found: /nope\\n")
+        sys.exit(2)
+    """)
+    with pytest.raises(FemurSegError) as caught:
+        M.run_command(cmd)
+    assert str(caught.value) == "model folder not found: /nope"
+
+
+def test_run_command_cancel_kills_the_process(tmp_path):
+    cmd = _script(tmp_path, """
+        import sys, time
+        sys.stderr.write("PROGRESS 1 started\\n"); sys.stderr.flush()
+        time.sleep(60)
+    """)
+    seen = []
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled, match="^segmentation cancelled$"):
+        M.run_command(cmd, on_progress=lambda p, m: seen.append(p), is_cancelled=lambda: bool(seen))
+    assert time.monotonic() - t0 < 20
+    assert seen == [1.0]
+
+
+def test_run_command_cannot_start(tmp_path):
+    with pytest.raises(FemurSegError, match=r"^cannot start .*no-such-python"):
+        M.run_command([str(tmp_path / "no-such-python"), "-V"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation node from the core's .seg.nrrd
+
+
+def write_seg(path: Path, labels: np.ndarray, split: bool, reference: sitk.Image) -> list:
+    specs = segments.femur_segments(split)
+    if not split:
+        labels = (labels > 0).astype(np.uint8)
+    outputs.write_seg_nrrd(make_image(labels, reference.GetSpacing(), reference.GetOrigin(),
+                                      np.reshape(reference.GetDirection(), (3, 3))),
+                           specs, path)
+    return specs
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_load_segmentation_names_colours_terminology_and_grid(scene, volume, tmp_path, split):
+    labels = ellipsoids()
+    specs = write_seg(tmp_path / "out.seg.nrrd", labels, split, M.volume_node_to_image(volume))
+    seg_node = M.load_segmentation(tmp_path / "out.seg.nrrd", scene, volume)
+
+    assert seg_node.GetName() == "hip femur segmentation"
+    segmentation = seg_node.GetSegmentation()
+    assert M.segment_ids(seg_node) == [s.segment_id for s in specs]
+    terminology_logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    expected_modifiers = {"Right femur": ("24028007", "Right"), "Left femur": ("7771000", "Left"),
+                          "Femur": ("", "")}
+    for spec in specs:
+        segment = segmentation.GetSegment(spec.segment_id)
+        assert segment.GetName() == spec.name
+        assert segment.GetLabelValue() == spec.value
+        np.testing.assert_allclose(segment.GetColor(), spec.color, atol=1e-3)
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert terminology_logic.DeserializeTerminologyEntry(segment.GetTerminology(), entry)
+        assert entry.GetCategoryObject().GetCodeValue() == "123037004"
+        assert entry.GetCategoryObject().GetCodingSchemeDesignator() == "SCT"
+        assert entry.GetTypeObject().GetCodeValue() == "71341001"
+        assert entry.GetTypeObject().GetCodeMeaning() == "Femur"
+        modifier = entry.GetTypeModifierObject()
+        assert (modifier.GetCodeValue() or "", modifier.GetCodeMeaning() or "") \
+            == expected_modifiers[spec.name]
+
+    # Reference geometry is the input volume's; the voxels come back exactly on its grid.
+    assert seg_node.GetNodeReference(seg_node.GetReferenceImageGeometryReferenceRole()) is volume
+    labelmap = export_labelmap(scene, seg_node, volume)
+    np.testing.assert_allclose(M.ijk_to_ras(labelmap), M.ijk_to_ras(volume), rtol=0, atol=1e-9)
+    exported = node_array(labelmap)
+    assert exported.shape == labels.shape
+    expected = labels if split else (labels > 0).astype(np.uint8)
+    assert np.array_equal(exported > 0, expected > 0)
+    for spec in specs:  # the exporter numbers segments 1, 2 in order, as the file does
+        assert np.array_equal(exported == spec.value, expected == spec.value)
+
+    # Shown in 3D: display node and closed surface, volume close to the voxels.
+    assert seg_node.GetDisplayNode() is not None
+    assert segmentation.ContainsRepresentation("Closed surface")
+    voxel_mm3 = float(np.prod(SPACING))
+    for spec in specs:
+        assert M.segment_voxel_volume_mm3(seg_node, spec.segment_id) == pytest.approx(
+            np.count_nonzero(expected == spec.value) * voxel_mm3, rel=1e-9)
+
+
+def test_load_segmentation_keeps_parent_transform_and_unique_names(scene, volume, tmp_path):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "T")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    write_seg(tmp_path / "a.seg.nrrd", ellipsoids(), True, M.volume_node_to_image(volume))
+    first = M.load_segmentation(tmp_path / "a.seg.nrrd", scene, volume)
+    second = M.load_segmentation(tmp_path / "a.seg.nrrd", scene, volume)
+    assert first.GetTransformNodeID() == transform.GetID() == second.GetTransformNodeID()
+    assert first.GetName() == "hip femur segmentation"
+    assert second.GetName() != first.GetName() and second.GetName().startswith(first.GetName())
+
+
+def test_load_segmentation_refuses_another_grid(scene, volume, tmp_path):
+    shifted = make_image(np.zeros(SIZE[::-1], np.int16), origin=(0.0, 0.0, 0.0))
+    write_seg(tmp_path / "off.seg.nrrd", ellipsoids(), True, shifted)
+    n_before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    with pytest.raises(InputError, match=r"^segmentation file off\.seg\.nrrd is not on the input "
+                                         r"volume's grid \(IJK-to-RAS differs\)$"):
+        M.load_segmentation(tmp_path / "off.seg.nrrd", scene, volume)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == n_before  # no leftover
+
+
+def test_load_segmentation_with_an_empty_segment(scene, volume, tmp_path):
+    labels = ellipsoids()
+    labels[labels == 2] = 0  # "Left femur" written without voxels
+    write_seg(tmp_path / "one.seg.nrrd", labels, True, M.volume_node_to_image(volume))
+    seg_node = M.load_segmentation(tmp_path / "one.seg.nrrd", scene, volume)
+    assert M.segment_voxel_volume_mm3(seg_node, "Left_femur") == 0.0
+    assert M.segment_voxel_volume_mm3(seg_node, "Right_femur") > 0
+    files = M.export_stl(seg_node, tmp_path / "stl")
+    assert [f.name for f in files] == ["hip_femur_segmentation_Right_femur.stl"]
+
+
+def test_load_segmentation_missing_file(scene, volume, tmp_path):
+    with pytest.raises(InputError, match=r"^segmentation file not found: .*nothing\.seg\.nrrd$"):
+        M.load_segmentation(tmp_path / "nothing.seg.nrrd", scene, volume)
+
+
+def test_converter_rules_are_registered_once():
+    M.register_segmentation_converter_rules()
+    M.register_segmentation_converter_rules()
+    names = [r.GetClassName() for r in
+             slicer.vtkSegmentationConverterFactory.GetInstance().GetConverterRules()]
+    for rule in ("vtkBinaryLabelmapToClosedSurfaceConversionRule",
+                 "vtkClosedSurfaceToBinaryLabelmapConversionRule"):
+        assert names.count(rule) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Probability map
+
+
+def test_load_probability_map(scene, volume, tmp_path):
+    reference = M.volume_node_to_image(volume)
+    prob = (np.arange(np.prod(SIZE)).reshape(SIZE[::-1]) / np.prod(SIZE)).astype(np.float32)
+    image = make_image(prob)
+    outputs.write_probability(image, tmp_path / "p.nrrd")
+    node = M.load_probability_map(tmp_path / "p.nrrd", scene, volume)
+    assert node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
+    assert node.GetName() == "hip femur probability"
+    assert np.array_equal(node_array(node), prob)
+    assert node_array(node).dtype == np.float32
+    np.testing.assert_allclose(M.ijk_to_ras(node), M.ijk_to_ras(volume), rtol=0, atol=1e-12)
+    display = node.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == pytest.approx((1.0, 0.5))
+    assert sitk.GetArrayFromImage(reference).shape == prob.shape
+
+
+def test_load_probability_map_refuses_another_grid(scene, volume, tmp_path):
+    image = make_image(np.zeros((SIZE[2], SIZE[1], SIZE[0] + 1), np.float32))
+    outputs.write_probability(image, tmp_path / "p.nrrd")
+    with pytest.raises(InputError, match=r"^probability map is not on the input volume's grid: "
+                                         r"size \(49, 40, 14\) != \(48, 40, 14\)$"):
+        M.load_probability_map(tmp_path / "p.nrrd", scene, volume)
+
+
+# ----------------------------------------------------------------------------------------------
+# STL export
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.5])
+def test_export_stl_encloses_the_labelmap_volume(scene, volume, tmp_path, smoothing):
+    labels = ellipsoids()
+    reference = M.volume_node_to_image(volume)
+    write_seg(tmp_path / "s.seg.nrrd", labels, True, reference)
+    seg_node = M.load_segmentation(tmp_path / "s.seg.nrrd", scene, volume)
+    files = M.export_stl(seg_node, tmp_path / "stl", smoothing=smoothing)
+    assert [f.name for f in files] == ["hip_femur_segmentation_Right_femur.stl",
+                                       "hip_femur_segmentation_Left_femur.stl"]
+    assert seg_node.GetSegmentation().GetConversionParameter("Smoothing factor") == f"{smoothing:g}"
+    voxel_mm3 = float(np.prod(SPACING))
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, :3] = DIRECTION @ np.diag(SPACING)
+    ijk_to_lps[:3, 3] = ORIGIN_LPS
+    for path, value in zip(files, (1, 2)):
+        poly = M.read_stl(path)
+        label_mm3 = np.count_nonzero(labels == value) * voxel_mm3
+        surface_mm3 = M.surface_volume_mm3(poly)
+        assert abs(surface_mm3 - label_mm3) / label_mm3 < 0.02, (surface_mm3, label_mm3)
+        # In LPS millimetres: the surface's centre is the voxels' centre.
+        k, j, i = np.nonzero(labels == value)
+        centre_lps = (ijk_to_lps @ np.array([i.mean(), j.mean(), k.mean(), 1.0]))[:3]
+        from vtk.util import numpy_support
+        points = numpy_support.vtk_to_numpy(poly.GetPoints().GetData())
+        np.testing.assert_allclose(points.mean(axis=0), centre_lps, atol=0.5)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.5])
+def test_export_stl_of_the_phantom_femurs_within_2_percent(scene, phantom, tmp_path, smoothing):
+    """Real femur shapes (neck, trochanters) on 5.2 mm slices: surface volume within 2%."""
+    volume = M.image_to_volume_node(phantom.image, scene, "phantom")
+    split = sitk.GetArrayFromImage(phantom.femur).astype(np.uint8)
+    half = split.shape[2] // 2  # one femur on each side of the middle column
+    split[:, :, half:][split[:, :, half:] > 0] = 2
+    assert np.count_nonzero(split == 1) > 1000 and np.count_nonzero(split == 2) > 1000
+    write_seg(tmp_path / "p.seg.nrrd", split, True, phantom.image)
+    seg_node = M.load_segmentation(tmp_path / "p.seg.nrrd", scene, volume)
+    files = M.export_stl(seg_node, tmp_path / "stl", smoothing=smoothing)
+    assert len(files) == 2
+    voxel_mm3 = float(np.prod(phantom.image.GetSpacing()))
+    for path, value in zip(files, (1, 2)):
+        label_mm3 = np.count_nonzero(split == value) * voxel_mm3
+        surface_mm3 = M.surface_volume_mm3(M.read_stl(path))
+        assert abs(surface_mm3 - label_mm3) / label_mm3 < 0.02, (path.name, surface_mm3, label_mm3)
+
+
+def test_export_stl_refuses_to_overwrite(scene, volume, tmp_path):
+    write_seg(tmp_path / "s.seg.nrrd", ellipsoids(), False, M.volume_node_to_image(volume))
+    seg_node = M.load_segmentation(tmp_path / "s.seg.nrrd", scene, volume)
+    (first,) = M.export_stl(seg_node, tmp_path / "stl")
+    stamp = first.stat().st_mtime_ns
+    with pytest.raises(OutputExistsError, match=r"^output exists: .*hip_femur_segmentation_Femur"
+                                                r"\.stl \(use --overwrite to replace it\)$"):
+        M.export_stl(seg_node, tmp_path / "stl", smoothing=0.2)
+    assert first.stat().st_mtime_ns == stamp
+    (again,) = M.export_stl(seg_node, tmp_path / "stl", smoothing=0.2, overwrite=True)
+    assert again == first
+    assert sorted(p.name for p in (tmp_path / "stl").iterdir()) == [first.name]  # no staging left
+
+
+def test_export_stl_rejects_bad_smoothing(scene, volume, tmp_path):
+    write_seg(tmp_path / "s.seg.nrrd", ellipsoids(), False, M.volume_node_to_image(volume))
+    seg_node = M.load_segmentation(tmp_path / "s.seg.nrrd", scene, volume)
+    with pytest.raises(InputError, match=r"^smoothing factor must be between 0 and 1, not 1\.5$"):
+        M.export_stl(seg_node, tmp_path / "stl", smoothing=1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dependencies and model choices (pure helpers used by the module)
+
+
+@pytest.mark.parametrize("installed, missing", [
+    ({"onnxruntime": "1.20.1", "slicerio": "1.4.0", "scipy": "1.13.0"}, []),
+    ({"slicerio": "1.4.0", "scipy": "1.13.0"}, ["onnxruntime>=1.16"]),
+    ({"onnxruntime": "1.15.0", "slicerio": "0.9", "scipy": "1.13.0"},
+     ["onnxruntime>=1.16", "slicerio>=1.0"]),
+    ({}, ["onnxruntime>=1.16", "slicerio>=1.0", "scipy>=1.9"]),
+])
+def test_missing_requirements(installed, missing):
+    assert M.missing_requirements(M.INFERENCE_REQUIREMENTS, installed.get) == missing
+    assert not any(M.requirement_name(r) in ("torch", "SimpleITK", "numpy")
+                   for r in M.INFERENCE_REQUIREMENTS)
+
+
+def test_pin_constraints_hold_installed_packages():
+    versions = {"numpy": "1.26.4", "SimpleITK": "2.4.0"}
+    assert M.pin_constraints(("numpy", "SimpleITK", "torch"), versions.get) \
+        == "numpy==1.26.4\nSimpleITK==2.4.0\n"
+
+
+def test_model_choices_come_from_the_cards():
+    card = {"name": "femur-t1-coronal", "version": "1.0.0", "description": "3D U-Net, 4 folds.",
+            "architecture": {"type": "UNet3D", "features": 16, "levels": 4},
+            "folds": [{}, {}, {}, {}], "metrics": {"dsc_mean": 0.9312, "dsc_sd": 0.0204},
+            "intended_use": "research, not a medical device"}
+    models = [SimpleNamespace(name="femur-t1-coronal", path=Path("/models/femur-t1-coronal"),
+                              card=card),
+              SimpleNamespace(name="small", path=Path("/m/small"),
+                              card={"name": "small", "description": "2D U-Net.",
+                                    "architecture": {"type": "UNet2D", "features": 64, "levels": 3},
+                                    "folds": [{}]})]
+    assert M.model_choices(models) == [
+        ("femur-t1-coronal 1.0.0", str(Path("/models/femur-t1-coronal")),
+         "3D U-Net, 4 folds.\narchitecture: UNet3D F16 L4, 4 fold(s)\n"
+         "cross-validated DSC: 0.931 +- 0.020\nintended use: research, not a medical device"),
+        ("small", str(Path("/m/small")), "2D U-Net.\narchitecture: UNet2D F64 L3, 1 fold(s)"),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole path: volume node -> CLI subprocess -> segmentation node
+
+
+def test_segment_volume_end_to_end(scene, phantom, tiny_model_dir, tmp_path):
+    """Phantom volume node -> NRRD -> CLI subprocess (tiny random model) -> segmentation node."""
+    volume = M.image_to_volume_node(phantom.image, scene, "phantom")
+    stl_dir = tmp_path / "stl"
+    stl_dir.mkdir()
+    options = M.JobOptions(model=str(tiny_model_dir), device="cpu", probabilities=True,
+                           tta=True, split=True, stl_folder=str(stl_dir))
+    job = M.prepare_job(volume, python=sys.executable, module_dir=MODULE_DIR, options=options,
+                        temp_root=tmp_path)
+    assert job.input_path.name == "phantom.nrrd"
+    assert job.command[:4] == [sys.executable, "-m", "FemurSegLib.cli", "segment"]
+    progress = []
+    try:
+        M.run_command(job.command, env=job.env, cwd=job.work_dir,
+                      on_progress=lambda p, m: progress.append(p))
+        import slicerio
+        written = slicerio.read_segmentation(str(job.output_path))
+        result = M.finish_job(job, scene)
+    finally:
+        job.cleanup()
+    assert not job.work_dir.exists()
+    assert len(progress) >= 2 and progress == sorted(progress) and progress[-1] == 100.0
+
+    seg_node = result.segmentation_node
+    assert seg_node.GetName() == "phantom femur segmentation"
+    names = [seg_node.GetSegmentation().GetSegment(s).GetName() for s in M.segment_ids(seg_node)]
+    assert names == [s["name"] for s in written["segments"]]
+    assert names in (["Femur"], ["Right femur", "Left femur"])
+    for sid in M.segment_ids(seg_node):
+        assert "SCT^71341001^Femur" in seg_node.GetSegmentation().GetSegment(sid).GetTerminology()
+    # The node holds exactly the voxels the CLI wrote, on the input grid.
+    labelmap = export_labelmap(scene, seg_node, volume)
+    np.testing.assert_allclose(M.ijk_to_ras(labelmap), M.ijk_to_ras(volume), rtol=0, atol=1e-9)
+    cli_voxels = np.asarray(written["voxels"]).transpose(2, 1, 0)  # [i,j,k] -> [k,j,i]
+    assert np.array_equal(node_array(labelmap), cli_voxels)
+
+    prob = result.probability_node
+    assert prob.GetName() == "phantom femur probability"
+    np.testing.assert_allclose(M.ijk_to_ras(prob), M.ijk_to_ras(volume), rtol=0, atol=1e-9)
+    values = node_array(prob)
+    assert values.shape == cli_voxels.shape and values.dtype == np.float32
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    non_empty = [s for s in M.segment_ids(seg_node) if M.segment_voxel_volume_mm3(seg_node, s) > 0]
+    assert [p.name for p in result.stl_files] == [
+        f"phantom_femur_segmentation_{sid}.stl" for sid in non_empty]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("blank", r"^input image hip-blank\.nrrd is blank: every voxel has the value 0$"),
+    ("no-model", r"^model folder not found: .*no-such-model$"),
+])
+def test_segment_volume_errors_are_one_line(scene, volume, tiny_model_dir, tmp_path, case,
+                                            message):
+    if case == "blank":
+        node = M.image_to_volume_node(make_image(np.zeros(SIZE[::-1], np.int16)), scene,
+                                      "hip-blank")
+        model = str(tiny_model_dir)
+    else:
+        node, model = volume, str(tmp_path / "no-such-model")
+    n_segs = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    with pytest.raises(FemurSegError, match=message) as caught:
+        M.segment_volume(node, scene, python=sys.executable, module_dir=MODULE_DIR,
+                         options=M.JobOptions(model=model), temp_root=tmp_path)
+    assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == n_segs
+    assert not list(tmp_path.glob("FemurSeg-*"))  # temporary files removed
+
+
+def test_cli_segment_path_needs_only_the_installed_requirements(volume, tiny_model_dir, tmp_path):
+    """What the module installs in Slicer is enough: the CLI segments with torch, scikit-image,
+    matplotlib and tqdm made unimportable."""
+    M.write_volume_node(volume, tmp_path / "hip.nrrd")
+    runner = tmp_path / "blocked.py"
+    runner.write_text(textwrap.dedent("""
+        import runpy, sys
+        BLOCKED = {"torch", "skimage", "matplotlib", "tqdm"}
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"{name} is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        sys.argv = ["femurseg"] + sys.argv[1:]
+        runpy.run_module("FemurSegLib.cli", run_name="__main__")
+    """))
+    cmd = [sys.executable, str(runner), "segment", str(tmp_path / "hip.nrrd"), "-o",
+           str(tmp_path / "out.seg.nrrd"), "--model", str(tiny_model_dir), "--probabilities",
+           str(tmp_path / "p.nrrd"), "--progress", "lines"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env=M.cli_environment(MODULE_DIR))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out.seg.nrrd").is_file() and (tmp_path / "p.nrrd").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# Extension files: CMake lists, the widget and its .ui file
+
+
+def cmake_list(text: str, name: str) -> list:
+    match = re.search(rf"set\({name}\b(.*?)\)", text, re.S)
+    assert match, f"set({name} ...) not found"
+    return [item for item in match.group(1).split() if not item.startswith("#")]
+
+
+def test_cmake_lists_every_python_file_and_resource():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    scripts = [s.replace("${MODULE_NAME}", "FemurSeg") for s in cmake_list(text, "MODULE_PYTHON_SCRIPTS")]
+    resources = [s.replace("${MODULE_NAME}", "FemurSeg")
+                 for s in cmake_list(text, "MODULE_PYTHON_RESOURCES")]
+    models = cmake_list(text, "MODULE_BUNDLED_MODEL_FILES")
+
+    def files(root: Path, pattern: str) -> list:
+        return sorted(p.relative_to(root).as_posix() for p in root.glob(pattern)
+                      if p.is_file() and "__pycache__" not in p.parts
+                      and not p.name.startswith("."))
+
+    on_disk_scripts = ["FemurSeg.py", "FemurSegMRML.py"] + files(MODULE_DIR, "FemurSegLib/**/*.py")
+    assert sorted(scripts) == sorted(on_disk_scripts), (
+        "FemurSeg/CMakeLists.txt MODULE_PYTHON_SCRIPTS must list exactly the module's Python "
+        f"files: add {sorted(set(on_disk_scripts) - set(scripts))}, "
+        f"remove {sorted(set(scripts) - set(on_disk_scripts))}")
+    on_disk_resources = files(MODULE_DIR, "Resources/**/*")
+    assert sorted(resources) == on_disk_resources, (
+        "FemurSeg/CMakeLists.txt MODULE_PYTHON_RESOURCES must list exactly FemurSeg/Resources: "
+        f"add {sorted(set(on_disk_resources) - set(resources))}, "
+        f"remove {sorted(set(resources) - set(on_disk_resources))}")
+    on_disk_models = files(REPO / "Resources" / "Models", "**/*")
+    assert sorted(models) == on_disk_models, (
+        "FemurSeg/CMakeLists.txt MODULE_BUNDLED_MODEL_FILES must list every file under "
+        f"Resources/Models: add {sorted(set(on_disk_models) - set(models))}, "
+        f"remove {sorted(set(models) - set(on_disk_models))}")
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def test_extension_metadata():
+    root = (REPO / "CMakeLists.txt").read_text()
+    assert re.search(r'set\(EXTENSION_CATEGORY "Segmentation"\)', root)
+    assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', root)
+    assert re.search(r'set\(EXTENSION_SCREENSHOTURLS ""\)', root)
+    assert "add_subdirectory(FemurSeg)" in root
+    s4ext = dict(line.split(" ", 1) if " " in line else (line, "")
+                 for line in (REPO / "FemurSeg.s4ext").read_text().splitlines()
+                 if line.strip() and not line.startswith("#"))
+    assert s4ext["depends"] == "PyTorch" and s4ext["category"] == "Segmentation"
+    from PIL import Image
+    for icon in (MODULE_DIR / "Resources/Icons/FemurSeg.png", REPO / "Resources/Icons/FemurSeg.png"):
+        with Image.open(icon) as im:
+            assert im.size == (128, 128)
+
+
+def test_module_compiles_and_matches_its_ui(tmp_path):
+    source = MODULE_DIR / "FemurSeg.py"
+    py_compile.compile(str(source), cfile=str(tmp_path / "FemurSeg.pyc"), doraise=True)
+    py_compile.compile(str(MODULE_DIR / "FemurSegMRML.py"), cfile=str(tmp_path / "M.pyc"),
+                       doraise=True)
+    code = source.read_text()
+    ui = ET.parse(MODULE_DIR / "Resources/UI/FemurSeg.ui")
+    widgets = {w.get("name") for w in ui.iter("widget")}
+    used = set(re.findall(r"\bui\.(\w+)", code))
+    assert used and used <= widgets, f"widgets used but missing in the .ui: {used - widgets}"
+
+    # Every SlicerParameterName of the .ui is a field of the parameter node, with a matching type.
+    tree = ast.parse(code)
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FemurSegParameterNode"]
+    fields = {n.target.id: ast.unparse(n.annotation) for n in cls.body if isinstance(n, ast.AnnAssign)}
+    bound = {}
+    for w in ui.iter("widget"):
+        for prop in w.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.find("string").text] = w.get("class")
+    assert set(bound) <= set(fields), f"unknown parameters in the .ui: {set(bound) - set(fields)}"
+    widget_for_type = {"vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox", "bool": "QCheckBox",
+                       "pathlib.Path": "ctkDirectoryButton"}
+    for name, widget_class in bound.items():
+        annotation = fields[name]
+        if annotation.startswith("Annotated[str, Choice"):
+            assert widget_class == "QComboBox", name
+        elif annotation.startswith("Annotated[float, WithinRange"):
+            assert widget_class == "ctkSliderWidget", name
+        else:
+            assert widget_for_type[annotation] == widget_class, name
+    # Inference is never installed at import time: only inside ensureDependencies.
+    assert "pip_ensure(" in code and "pip_install(" in code
+    module_level = [n for n in tree.body if not isinstance(n, (ast.ClassDef, ast.FunctionDef))]
+    assert "pip_" not in "\n".join(ast.unparse(n) for n in module_level)
