@@ -119,6 +119,9 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._process = None
+        self._lastProcess = None
+        self._defaultModel = ""
+        self._noBundledModel = True
         self._processLines = None
         self._job = None
         self._cancelled = False
@@ -169,10 +172,13 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
                 self._parameterNode.inputVolume = firstVolumeNode
-        if not _pathOrNone(self._parameterNode.stlFolder):
-            self._parameterNode.stlFolder = pathlib.Path(self.logic.defaultOutputFolder())
-        if not _pathOrNone(self._parameterNode.modelFolder):
-            self._parameterNode.modelFolder = pathlib.Path(self.logic.defaultOutputFolder())
+        p = self._parameterNode
+        if not p.model and not _pathOrNone(p.modelFolder) and self._defaultModel:
+            p.model = self._defaultModel  # first visit: the default bundled model
+        if not _pathOrNone(p.stlFolder):
+            p.stlFolder = pathlib.Path(self.logic.defaultOutputFolder())
+        if not _pathOrNone(p.modelFolder):
+            p.modelFolder = pathlib.Path(self.logic.defaultOutputFolder())
 
     def setParameterNode(self, inputParameterNode: Optional[FemurSegParameterNode]) -> None:
         if self._parameterNode:
@@ -202,6 +208,10 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.addItem(MODEL_FOLDER_ITEM, "")
         combo.blockSignals(wasBlocked)
         self._noBundledModel = not choices
+        from FemurSegLib.modelfolder import DEFAULT_MODEL
+
+        defaults = [value for label, value, _ in choices if label.split(" ")[0] == DEFAULT_MODEL]
+        self._defaultModel = (defaults or [value for _, value, _ in choices] or [""])[0]
 
     def onModelChanged(self, index: int) -> None:
         if self._parameterNode is None or index < 0:
@@ -224,7 +234,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folderMode = not p.model
         self.ui.modelFolderLabel.setVisible(folderMode)
         self.ui.modelFolderButton.setVisible(folderMode)
-        if getattr(self, "_noBundledModel", False):
+        if self._noBundledModel:
             self.ui.modelInfoLabel.text = (
                 "No trained model is installed with this extension yet: choose a model folder "
                 "(model.json with its weights).")
@@ -241,10 +251,10 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _setStatus(self, text: str, error: bool = False) -> None:
+    def _setStatus(self, text: str, error: bool = False, log: bool = True) -> None:
         self.ui.statusLabel.text = text
         self.ui.statusLabel.setStyleSheet("color: #c62828;" if error else "")
-        if text:
+        if text and log:
             (logging.error if error else logging.info)(f"FemurSeg: {text}")
 
     def onApplyButton(self) -> None:
@@ -259,6 +269,10 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._job = self.logic.prepareJob(self._parameterNode.inputVolume, options)
         except FemurSegError as exc:
             self._setStatus(str(exc), error=True)
+            return
+        except Exception as exc:  # a bug or an OS problem: keep the details in the log
+            logging.exception("FemurSeg: cannot start the segmentation")
+            self._setStatus(f"cannot start the segmentation: {_oneLine(exc)}", error=True)
             return
         self._startProcess(self._job)
 
@@ -293,7 +307,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if progress is not None:
                 percent, message = progress
                 self.ui.progressBar.setValue(int(round(percent)))
-                self._setStatus(message)
+                self._setStatus(message, log=False)
             elif line.strip():
                 logging.info(f"FemurSeg CLI: {line}")
 
@@ -306,12 +320,13 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._process is None:
             return
         self._onProcessOutput()
-        lines = self._processLines.lines + self._processLines.close()
+        self._processLines.close()
+        lines = self._processLines.lines
         if self._cancelled:
             self._finish(error_text="Cancelled.")
             return
         if exitStatus != qt.QProcess.NormalExit or exitCode != 0:
-            code = exitCode if exitStatus == qt.QProcess.NormalExit else -1
+            code = exitCode if exitStatus == qt.QProcess.NormalExit else None  # None: crashed
             self._finish(error_text=FemurSegMRML.error_message(lines, code))
             return
         try:
@@ -320,13 +335,18 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except FemurSegError as exc:
             self._finish(error_text=str(exc))
             return
+        except Exception as exc:
+            logging.exception("FemurSeg: cannot load the result")
+            self._finish(error_text=f"cannot load the result: {_oneLine(exc)}")
+            return
         self._finish(result=result)
 
     def _finish(self, result=None, error_text: Optional[str] = None) -> None:
         if self._job is not None:
             self._job.cleanup()
         self._job = None
-        self._process = None
+        # Keep the finished QProcess alive until the next run: this may run inside its signal.
+        self._lastProcess, self._process = self._process, None
         self.ui.progressBar.setVisible(False)
         if error_text is not None:
             self._setStatus(error_text, error=error_text != "Cancelled.")
@@ -340,6 +360,10 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._cancelled = True
             self._setStatus("Cancelling...")
             self._process.kill()
+
+
+def _oneLine(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _decode(byteArray) -> str:
@@ -466,9 +490,13 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
     def jobOptions(parameterNode: FemurSegParameterNode) -> "FemurSegMRML.JobOptions":
         """The options of a run from the parameter node."""
         p = parameterNode
+        if p.inputVolume is None:
+            raise FemurSegError("select an input volume")
         model = p.model or _pathOrNone(p.modelFolder)
         if not model:
             raise FemurSegError("choose a model folder (no bundled model is selected)")
+        if not p.model and not os.path.isfile(os.path.join(model, "model.json")):
+            raise FemurSegError(f"not a FemurSeg model folder (no model.json): {model}")
         stlFolder = None
         if p.exportStl:
             stlFolder = _pathOrNone(p.stlFolder)

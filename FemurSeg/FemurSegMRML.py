@@ -219,12 +219,12 @@ def parse_progress_line(line: str) -> Optional[Tuple[float, str]]:
     return min(100.0, max(0.0, float(match.group(1)))), match.group(2).strip()
 
 
-def error_message(lines: Sequence[str], returncode: int) -> str:
+def error_message(lines: Sequence[str], returncode: Optional[int]) -> str:
     """The one-line message for a failed run of the CLI.
 
     The CLI's own ``error: <message>`` line wins (the last one, if several); otherwise the exit
-    status and the last line of output that is not a progress line (e.g. an unexpected traceback's
-    final line) are reported.
+    status (``returncode`` None: the process crashed) and the last line of output that is not a
+    progress line (e.g. an unexpected traceback's final line) are reported.
     """
     for line in reversed(lines):
         text = line.strip()
@@ -232,7 +232,9 @@ def error_message(lines: Sequence[str], returncode: int) -> str:
             message = text[len(_ERROR_PREFIX):].strip()
             if message:
                 return message
-    if returncode < 0:
+    if returncode is None:
+        head = "segmentation process crashed"
+    elif returncode < 0:
         head = f"segmentation process was terminated by signal {-returncode}"
     else:
         head = f"segmentation process failed with exit code {returncode}"

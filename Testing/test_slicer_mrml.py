@@ -276,6 +276,8 @@ def test_parse_progress_line(line, expected):
      "segmentation process failed with exit code 1: ValueError: boom"),
     (["PROGRESS 10 x"], 1, "segmentation process failed with exit code 1"),
     ([], -9, "segmentation process was terminated by signal 9"),
+    (["PROGRESS 40 x", "Segmentation fault"], None,
+     "segmentation process crashed: Segmentation fault"),
     (["error:"], 2, "segmentation process failed with exit code 2: error:"),
 ])
 def test_error_message(lines, code, expected):
