@@ -279,7 +279,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _startProcess(self, job) -> None:
         process = qt.QProcess()
         process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        process.setWorkingDirectory(str(job.work_dir))
+        process.setWorkingDirectory(str(job.cwd))
         env = qt.QProcessEnvironment.systemEnvironment()
         for key in ("PYTHONPATH", "PYTHONUNBUFFERED"):
             env.insert(key, job.env[key])
@@ -530,7 +530,7 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
         options = options or FemurSegMRML.JobOptions()
         job = self.prepareJob(volumeNode, options)
         try:
-            FemurSegMRML.run_command(job.command, env=job.env, cwd=job.work_dir,
+            FemurSegMRML.run_command(job.command, env=job.env, cwd=job.cwd,
                                      on_progress=onProgress, is_cancelled=isCancelled)
             return self.finishJob(job)
         finally:

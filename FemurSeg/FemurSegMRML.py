@@ -9,7 +9,7 @@ the same code serves the widget (which runs the command in a ``qt.QProcess``), t
 The flow of one segmentation::
 
     job = prepare_job(volume_node, python=..., module_dir=..., options=JobOptions(...))
-    run_command(job.command, env=job.env, cwd=job.work_dir, on_progress=...)   # or a QProcess
+    run_command(job.command, env=job.env, cwd=job.cwd, on_progress=...)   # or a QProcess
     result = finish_job(job, scene)          # segmentation node, probability node, STL files
     job.cleanup()
 
@@ -338,6 +338,9 @@ class Job:
     probability_path: Optional[Path]
     command: List[str]
     env: Dict[str, str]
+    #: Working directory of the process: the module folder, so that ``python -m FemurSegLib.cli``
+    #: finds the core even if a launcher rewrites PYTHONPATH (all paths passed are absolute).
+    cwd: Path
 
     def cleanup(self) -> None:
         """Remove the temporary folder with the exchanged files."""
@@ -373,7 +376,7 @@ def prepare_job(volume_node, *, python: str, module_dir: os.PathLike,
         raise
     return Job(volume_node=volume_node, options=options, work_dir=work_dir,
                input_path=input_path, output_path=output_path, probability_path=prob_path,
-               command=command, env=cli_environment(module_dir))
+               command=command, env=cli_environment(module_dir), cwd=Path(module_dir))
 
 
 def finish_job(job: Job, scene) -> JobResult:
@@ -401,7 +404,7 @@ def segment_volume(volume_node, scene, *, python: str, module_dir: os.PathLike,
     job = prepare_job(volume_node, python=python, module_dir=module_dir, options=options,
                       temp_root=temp_root)
     try:
-        run_command(job.command, env=job.env, cwd=job.work_dir, on_progress=on_progress,
+        run_command(job.command, env=job.env, cwd=job.cwd, on_progress=on_progress,
                     is_cancelled=is_cancelled)
         return finish_job(job, scene)
     finally:

@@ -608,9 +608,10 @@ def test_segment_volume_end_to_end(scene, phantom, tiny_model_dir, tmp_path):
                         temp_root=tmp_path)
     assert job.input_path.name == "phantom.nrrd"
     assert job.command[:4] == [sys.executable, "-m", "FemurSegLib.cli", "segment"]
+    assert job.cwd == MODULE_DIR and str(MODULE_DIR) == job.env["PYTHONPATH"].split(os_sep())[0]
     progress = []
     try:
-        M.run_command(job.command, env=job.env, cwd=job.work_dir,
+        M.run_command(job.command, env=job.env, cwd=job.cwd,
                       on_progress=lambda p, m: progress.append(p))
         import slicerio
         written = slicerio.read_segmentation(str(job.output_path))
