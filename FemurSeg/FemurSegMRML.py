@@ -420,8 +420,8 @@ def register_segmentation_converter_rules() -> None:
 
     Slicer registers them at start-up; the ``slicer-core`` wheel starts with none, and without
     them ``CreateClosedSurfaceRepresentation()`` fails. A segmentation copies the factory's rules
-    when it is constructed, so this must run before segmentation nodes are created: it runs when
-    this file is imported.
+    when it is constructed, so this must run before segmentation nodes are created: outside the
+    Slicer application it runs when this file is imported.
     """
     factory = slicer.vtkSegmentationConverterFactory.GetInstance()
     present = {rule.GetClassName() for rule in factory.GetConverterRules()}
@@ -656,7 +656,11 @@ def surface_volume_mm3(poly) -> float:
     return float(mass.GetVolume())
 
 
-register_segmentation_converter_rules()
+# In the Slicer application the Segmentations module registers the rules during start-up, maybe
+# after this file is imported, and the factory does not skip duplicates: register here only
+# outside the application (the slicer-core wheel), where nobody else does.
+if not hasattr(slicer, "app"):
+    register_segmentation_converter_rules()
 
 
 # ----------------------------------------------------------------------------------------------
