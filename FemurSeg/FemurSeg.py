@@ -30,7 +30,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 import FemurSegMRML
-from FemurSegLib.errors import Cancelled, FemurSegError
+from FemurSegLib.errors import FemurSegError
 
 #: The folder of this file; FemurSegLib sits in it (and the CLI process gets it on PYTHONPATH).
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
