@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,26 +17,89 @@ def _default_run_dir(cfg: dict) -> Path:
     return Path("runs") / cfg["name"]
 
 
-def cmd_fit(args) -> int:
+def _load(args) -> dict:
     from .config import load_config
-    from .cv import run_cv
 
-    cfg = load_config(args.config)
+    return load_config(args.config, plan=args.plan)
+
+
+def cmd_fit(args) -> int:
+    from .cv import run_cv
+    from .distributed import setup_distributed
+
+    cfg = _load(args)
+    device = setup_distributed(args.device)
     run_cv(cfg, Path(args.run_dir or _default_run_dir(cfg)), data_dir=args.data,
-           folds=[args.fold], resume=args.resume, max_epochs=args.epochs, device=args.device,
-           progress=not args.quiet)
+           folds=[args.fold], resume=args.resume, max_epochs=args.epochs, device=device,
+           progress=not args.quiet, command=_command(args))
     return 0
 
 
 def cmd_cv(args) -> int:
-    from .config import load_config
     from .cv import run_cv
+    from .distributed import setup_distributed
 
-    cfg = load_config(args.config)
-    folds = [int(v) for v in args.folds.split(",")] if args.folds else None
+    cfg = _load(args)
+    folds = _folds(args.folds)
+    device = setup_distributed(args.device)
     run_cv(cfg, Path(args.run_dir or _default_run_dir(cfg)), data_dir=args.data, folds=folds,
-           resume=args.resume, max_epochs=args.epochs, device=args.device,
-           progress=not args.quiet)
+           resume=args.resume, max_epochs=args.epochs, device=device,
+           progress=not args.quiet, command=_command(args))
+    return 0
+
+
+def _command(args) -> str:
+    return " ".join(["femurseg-train"] + list(args.argv))
+
+
+def _folds(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FemurSegError(f"--folds takes comma-separated fold numbers, not {text!r}") from None
+
+
+def cmd_plan(args) -> int:
+    from .plan import write_plan
+
+    doc = write_plan(args.dataset, args.output, foreground=args.foreground_label,
+                     levels=args.levels, patch_voxels=args.patch_voxels,
+                     overwrite=args.overwrite)
+    plan = doc["plan"]
+    print(f"plan for {doc['fingerprint']['cases']} cases -> {args.output}: spacing "
+          f"{plan['spacing']} mm, patch {plan['patch_size']}, pooling {plan['pooling']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_run
+
+    summary = evaluate_run(args.run_dir, data_dir=args.data, device=args.device,
+                           folds=_folds(args.folds), progress=not args.quiet)
+    print((Path(args.run_dir) / "evaluation" / "table.md").read_text(), end="")
+    print(f"PR-optimal threshold {summary['pr_optimal']['threshold']:.4f}; "
+          f"written to {Path(args.run_dir) / 'evaluation'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .release import export_run
+
+    out = export_run(args.run_dir, args.model_dir, name=args.name, version=args.version,
+                     half=args.half, overwrite=args.overwrite, license=args.license,
+                     command=_command(args))
+    print(f"model folder written: {out}")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .report import combine_runs
+
+    combine_runs([Path(r) for r in args.run_dirs], Path(args.output), threshold=args.threshold,
+                 pp=args.pp, overwrite=True)
+    print((Path(args.output) / "table.md").read_text(), end="")
     return 0
 
 
@@ -47,10 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     def common(s):
         s.add_argument("config", help="config name (FemurSegTraining/configs) or JSON file")
         s.add_argument("--data", help="dataset folder in nnU-Net raw layout")
+        s.add_argument("--plan", metavar="PLAN.json", help="fill the config's null spacing, "
+                       "patch size and pooling from a plan (femurseg-train plan)")
         s.add_argument("--run-dir", help="run folder (default runs/<config name>)")
         s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         s.add_argument("--epochs", type=int, help="epoch cap (e.g. for CPU runs)")
-        s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+        s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (under torchrun: "
+                       "cuda uses the local rank's GPU)")
         s.add_argument("--quiet", action="store_true")
 
     f = sub.add_parser("fit", help="train one fold")
@@ -61,13 +128,55 @@ def build_parser() -> argparse.ArgumentParser:
     common(c)
     c.add_argument("--folds", help="only these folds, e.g. 0,1")
     c.set_defaults(func=cmd_cv)
+
+    pl = sub.add_parser("plan", help="fingerprint a dataset and write an editable plan")
+    pl.add_argument("dataset", help="dataset folder in nnU-Net raw layout")
+    pl.add_argument("-o", "--output", required=True, metavar="PLAN.json")
+    pl.add_argument("--foreground-label", default=None,
+                    help="label name or value of the foreground (default: 'femur')")
+    pl.add_argument("--levels", type=int, default=5, help="plan pooling for up to this many "
+                    "network levels (default 5)")
+    pl.add_argument("--patch-voxels", type=int, default=16 * 160 * 160,
+                    help="voxel budget of a training patch (default 409600)")
+    pl.add_argument("--overwrite", action="store_true")
+    pl.set_defaults(func=cmd_plan)
+
+    e = sub.add_parser("evaluate", help="cross-validated metrics, Table 2, ROC/PR and box plots")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--data", help="dataset folder (default: the one the run trained on)")
+    e.add_argument("--folds", help="only these folds, e.g. 0,1 (default: all)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("export", help="write a model folder with all folds as an ensemble")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("model_dir", metavar="MODEL_DIR")
+    x.add_argument("--name", help="model name (default: the config name)")
+    x.add_argument("--version", default="1.0.0")
+    x.add_argument("--half", action="store_true", help="store float16 PyTorch weights")
+    x.add_argument("--license", default="Apache-2.0")
+    x.add_argument("--overwrite", action="store_true")
+    x.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("table", help="combine evaluated runs into one Table 2 with figures")
+    t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    t.add_argument("-o", "--output", required=True, metavar="DIR")
+    t.add_argument("--threshold", choices=["pr", "0.5"], default="pr",
+                   help="PR-optimal threshold of each run (default) or 0.5")
+    t.add_argument("--pp", choices=["both", "none"], default=None,
+                   help="rows with/without PP (default as the paper: PP rows for 2D only)")
+    t.set_defaults(func=cmd_table)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 reports
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except FemurSegError as exc:

@@ -44,8 +44,13 @@ DEFAULTS = {
 }
 
 
-def load_config(name_or_path: str, overrides: Optional[dict] = None) -> dict:
-    """A config by file path or by name in ``configs/``, completed with defaults and checked."""
+def load_config(name_or_path: str, overrides: Optional[dict] = None,
+                plan: Optional[str] = None) -> dict:
+    """A config by file path or by name in ``configs/``, completed with defaults and checked.
+
+    ``plan`` (a file written by ``femurseg-train plan``) fills the input spacing, patch size and
+    pooling where the config leaves them null (:func:`FemurSegTraining.plan.apply_plan`).
+    """
     p = Path(name_or_path)
     if not p.is_file():
         p = CONFIG_DIR / f"{name_or_path}.json"
@@ -72,8 +77,13 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None) -> dict:
         raise FemurSegError(f"config {p.name} has no architecture")
     if cfg["architecture"].get("type") not in ("UNet3D", "UNet2D"):
         raise FemurSegError(f"config {p.name}: architecture type must be UNet3D or UNet2D")
+    if plan is not None:
+        from .plan import apply_plan, read_plan
+
+        cfg = apply_plan(cfg, read_plan(plan))
+        cfg["plan_file"] = str(plan)
     if cfg["patch_size"] is None:
-        raise FemurSegError(f"config {p.name} has no patch_size")
+        raise FemurSegError(f"config {p.name} has no patch_size (set it, or pass --plan PLAN.json)")
     cfg["config_file"] = str(p)
     return cfg
 

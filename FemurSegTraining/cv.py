@@ -84,12 +84,18 @@ def prepare_run(cfg: dict, data_dir: Optional[str], run_dir: Path, cache_dir: Op
 def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
            folds: Optional[List[int]] = None, resume: bool = False,
            max_epochs: Optional[int] = None, device: str = "cpu", progress: bool = True,
-           cache_dir: Optional[Path] = None) -> dict:
+           cache_dir: Optional[Path] = None, command: Optional[str] = None) -> dict:
+    from .distributed import barrier, world
     from .train import fit
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dataset, cases, splits = prepare_run(cfg, data_dir, run_dir, cache_dir)
+    main = world()[0] == 0
+    if main:  # rank 0 validates, caches and splits first; the other ranks then read the results
+        dataset, cases, splits = prepare_run(cfg, data_dir, run_dir, cache_dir)
+    barrier()
+    if not main:
+        dataset, cases, splits = prepare_run(cfg, data_dir, run_dir, cache_dir)
     run = read_run(run_dir)
     if run and run.get("config", {}).get("name") not in (None, cfg["name"]):
         raise FemurSegError(f"{run_dir} holds a run of config {run['config']['name']!r}, "
@@ -98,11 +104,15 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
     run["config"] = cfg
     run["dataset"] = {"path": str(Path(dataset.root).resolve()), "cases": len(dataset.cases),
                       "foreground_label": dataset.foreground_label, "labels": dataset.labels}
-    run.setdefault("commands", []).append(" ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
+    run.setdefault("commands", []).append(
+        command or " ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
     run["code_version"] = code_version()
     run["hardware"] = hardware(device)
+    if world()[1] > 1:
+        run["hardware"] += f"; {world()[1]} processes with DistributedDataParallel"
     run.setdefault("folds", {})
-    save_run(run_dir, run)
+    if main:
+        save_run(run_dir, run)
     todo = folds if folds is not None else list(range(len(splits)))
     for k in todo:
         split = splits[k]
@@ -111,6 +121,8 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
         result = fit(cfg, k, [cases[n] for n in split["train"]], [cases[n] for n in split["val"]],
                      run_dir, resume=resume, max_epochs=max_epochs, device=device,
                      progress=progress)
+        if not main:
+            continue
         run = read_run(run_dir)
         run["folds"][str(k)] = {"epochs": result.epochs, "best_epoch": result.best_epoch,
                                 "best_val_dsc": result.best_metric,

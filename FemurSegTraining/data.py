@@ -113,9 +113,6 @@ def check_case(case: Case, foreground: int) -> str:
     if not case.label_path.is_file():
         return f"label file missing ({case.label_path.name})"
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(case.image_path))
-        reader.ReadImageInformation()
         image = io.read_image(case.image_path, what="image")
         label = io.read_label(case.label_path, image, what="label map")
     except InputError as exc:

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from FemurSegLib.inference import predict_2d, predict_3d
 from FemurSegLib.metrics import dice
 from FemurSegLib.networks import build_network
 
+from . import distributed
 from .config import is_2d
 from .data import Preprocessed
 from .losses import get_loss
@@ -46,13 +47,17 @@ class EarlyStopping:
     epochs_seen: int = 0
 
     def update(self, metric: float) -> bool:
-        """Record the metric of the next epoch; True when training should stop after it."""
+        """Record the metric of the next epoch; True when training should stop after it.
+
+        An epoch improves when its metric exceeds the best epoch's metric by more than
+        ``min_delta`` (as Keras' EarlyStopping, which the paper's settings describe): gains
+        smaller than that do not count, but they add up, so a slow steady rise still improves.
+        ``best`` is always the metric of ``best_epoch`` (whose weights are ``best.pt``).
+        """
         epoch = self.epochs_seen
         self.epochs_seen += 1
         if metric > self.best + self.min_delta:
             self.best, self.best_epoch = float(metric), epoch
-        elif metric > self.best:
-            self.best = float(metric)  # a tiny gain: remember the value, not a new best epoch
         if self.epochs_seen < self.min_epochs:
             return False
         return epoch - self.best_epoch >= self.patience
@@ -208,7 +213,14 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
         run_dir: Path, *, resume: bool = False, max_epochs: Optional[int] = None,
         device: str = "cpu", progress: bool = True,
         on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
-    """Train one fold; returns when early stopping triggers or ``max_epochs`` is reached."""
+    """Train one fold; returns when early stopping triggers or ``max_epochs`` is reached.
+
+    Under torchrun (a process group is initialised, see :mod:`.distributed`) every rank trains
+    on its share of the epoch's patches with DistributedDataParallel; rank 0 validates, writes
+    the checkpoints and logs, and broadcasts the decision to stop.
+    """
+    rank, world_size = distributed.world()
+    main = rank == 0
     fold_dir = Path(run_dir) / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = fold_dir / "checkpoint.pt"
@@ -222,6 +234,7 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
     history: List[dict] = []
     start_epoch = 0
     elapsed = 0.0
+    scaler_state = None
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         net.load_state_dict(state["model"])
@@ -230,6 +243,7 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
         elapsed = float(state.get("seconds", 0.0))
+        scaler_state = state.get("scaler")  # CUDA mixed precision only
         if state.get("finished"):
             log.info("fold %d already finished at epoch %d", fold, start_epoch - 1)
             return FitResult(fold_dir, start_epoch, stopper.best_epoch, stopper.best, True,
@@ -238,23 +252,33 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
     elif ckpt_path.is_file() and not resume:
         from FemurSegLib.errors import FemurSegError
         raise FemurSegError(f"{ckpt_path} exists: use --resume to continue it, or another run folder")
+    train_net = net
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_net = DistributedDataParallel(
+            net, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
     loss_fn = get_loss(cfg["loss"])
     use_amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    if scaler is not None and scaler_state:
+        scaler.load_state_dict(scaler_state)
     cap = int(max_epochs if max_epochs is not None else cfg["max_epochs"])
     steps = int(cfg["patches_per_epoch"] or len(train_cases))
+    if world_size > 1:  # the epoch's patches are shared out between the ranks
+        steps = int(math.ceil(steps / world_size))
     bs = int(cfg["batch_size"])
     two_d = is_2d(cfg)
     inf = inference_geometry(cfg) if two_d else None
     stopped = False
     for epoch in range(start_epoch, cap):
         t0 = time.perf_counter()
-        rng = epoch_rng(seed, fold, epoch)
+        rng = epoch_rng(seed, fold, epoch, rank)
         torch.manual_seed(int(rng.integers(2 ** 31)))
-        net.train()
+        train_net.train()
         losses = []
         iterator = range(steps)
-        if progress:
+        if progress and main:
             from tqdm import tqdm
             iterator = tqdm(iterator, desc=f"fold {fold} epoch {epoch}", leave=False)
         for _ in iterator:
@@ -276,43 +300,63 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
             optimizer.zero_grad(set_to_none=True)
             if use_amp:
                 with torch.autocast("cuda", dtype=torch.float16):
-                    loss = loss_fn(net(xb), yb)
+                    loss = loss_fn(train_net(xb), yb)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss = loss_fn(net(xb), yb)
+                loss = loss_fn(train_net(xb), yb)
                 loss.backward()
                 optimizer.step()
             losses.append(float(loss.detach()))
-        # validation: DSC at 0.5 on the network grid, mean over validation cases
-        dscs = []
-        for case in val_cases:
-            prob = predict_case(net, cfg, case.image, device)
-            dscs.append(dice(prob >= 0.5, case.target.astype(bool)))
-        val = float(np.mean(dscs)) if dscs else float("nan")
-        improved_before = stopper.best_epoch
-        stop = stopper.update(val if dscs else -float(np.mean(losses)))
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dsc": val,
-               "seconds": seconds, "best_epoch": stopper.best_epoch}
-        history.append(row)
-        if stopper.best_epoch != improved_before:
-            _atomic_save(net.state_dict(), fold_dir / "best.pt")
-        _atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                      "early_stopping": stopper.state_dict(), "history": history,
-                      "epoch": epoch, "seconds": elapsed, "finished": bool(stop)}, ckpt_path)
-        _write_history(history, fold_dir / "history.csv")
-        log.info("fold %d epoch %3d  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch, row["loss"],
-                 val, seconds, "  (best)" if stopper.best_epoch == epoch else "")
-        if on_epoch:
-            on_epoch(row)
+        mean_loss = distributed.mean_over_ranks(float(np.mean(losses)))
+        stop = False
+        if main:
+            stop, elapsed = _end_epoch(net, cfg, val_cases, device, stopper, history, epoch,
+                                       mean_loss, time.perf_counter() - t0, fold, fold_dir,
+                                       optimizer, ckpt_path, elapsed, scaler)
+            if on_epoch:
+                on_epoch(history[-1])
+        stop = bool(distributed.broadcast(stop))
         if stop:
             stopped = True
             break
     return FitResult(fold_dir, len(history), stopper.best_epoch, stopper.best, stopped, elapsed,
                      history)
+
+
+def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: List[dict],
+               epoch: int, mean_loss: float, train_seconds: float, fold: int, fold_dir: Path,
+               optimizer, ckpt_path: Path, elapsed: float, scaler=None) -> Tuple[bool, float]:
+    """Validate (DSC at 0.5 on the network grid, mean over validation cases), update early
+    stopping, write best.pt / checkpoint.pt / history.csv and log one line.
+
+    Returns (stop, total seconds of the fold so far)."""
+    t0 = time.perf_counter()
+    dscs = []
+    for case in val_cases:
+        prob = predict_case(net, cfg, case.image, device)
+        dscs.append(dice(prob >= 0.5, case.target.astype(bool)))
+    val = float(np.mean(dscs)) if dscs else float("nan")
+    improved_before = stopper.best_epoch
+    stop = stopper.update(val if dscs else -mean_loss)
+    seconds = train_seconds + time.perf_counter() - t0
+    elapsed += seconds
+    row = {"epoch": epoch, "loss": mean_loss, "val_dsc": val,
+           "seconds": seconds, "best_epoch": stopper.best_epoch}
+    history.append(row)
+    if stopper.best_epoch != improved_before:
+        _atomic_save(net.state_dict(), fold_dir / "best.pt")
+    state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+             "early_stopping": stopper.state_dict(), "history": history,
+             "epoch": epoch, "seconds": elapsed, "finished": bool(stop)}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    _atomic_save(state, ckpt_path)
+    _write_history(history, fold_dir / "history.csv")
+    log.info("fold %d epoch %3d  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch, row["loss"],
+             val, seconds, "  (best)" if stopper.best_epoch == epoch else "")
+    return bool(stop), elapsed
 
 
 def _write_history(history: List[dict], path: Path) -> None:

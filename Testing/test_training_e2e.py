@@ -1,0 +1,162 @@
+"""End to end on phantoms: cross-validation -> evaluate -> export -> femurseg segment."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from FemurSegLib.cli import main as femurseg
+from FemurSegLib.metrics import dice
+from FemurSegTraining.cli import main
+
+from training_helpers import TINY_3D, make_dataset, write_config
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # two busy cores: one torch thread is much faster than two
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, one_thread):
+    """A 2-fold, 2-epoch run of a tiny 3D U-Net on 4 phantoms, evaluated."""
+    base = tmp_path_factory.mktemp("e2e")
+    data = make_dataset(base / "ds", 4)
+    cfg = write_config(base / "tiny.json", TINY_3D, paper_row="3D tiny")
+    run = base / "run"
+    assert main(["cv", str(cfg), "--data", str(data), "--run-dir", str(run), "--quiet"]) == 0
+    assert main(["evaluate", str(run), "--quiet"]) == 0
+    return base, data, run
+
+
+def test_cv_writes_folds_history_and_run_record(evaluated_run):
+    _, data, run = evaluated_run
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["config"]["name"] == "tiny" and rec["dataset"]["cases"] == 4
+    assert sorted(rec["folds"]) == ["0", "1"] and rec["hardware"] and rec["code_version"]
+    assert rec["commands"] == [f"femurseg-train cv {run.parent / 'tiny.json'} --data {data} "
+                               f"--run-dir {run} --quiet"]
+    splits = json.loads((run / "splits.json").read_text())
+    assert sorted(sum((s["val"] for s in splits), [])) == ["case00", "case01", "case02", "case03"]
+    for k in (0, 1):
+        assert rec["folds"][str(k)]["epochs"] == 2
+        assert (run / f"fold_{k}" / "best.pt").is_file()
+        with open(run / f"fold_{k}" / "history.csv") as f:
+            assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
+
+
+def test_one_log_line_per_epoch(tmp_path, caplog, one_thread):
+    data = make_dataset(tmp_path / "ds", 2)
+    cfg = write_config(tmp_path / "tiny.json", folds=2, max_epochs=2)
+    with caplog.at_level(logging.INFO, logger="femurseg.train"):
+        assert main(["fit", str(cfg), "--fold", "1", "--data", str(data), "--run-dir",
+                     str(tmp_path / "run"), "--quiet"]) == 0
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert len(lines) == 2
+    assert all("loss" in m and "val DSC" in m and m.rstrip().split()[-1] in ("s", "(best)")
+               for m in lines)
+    assert not (tmp_path / "run" / "fold_0").exists()  # only the fold asked for
+
+
+def test_evaluation_files(evaluated_run):
+    _, _, run = evaluated_run
+    ev = run / "evaluation"
+    summary = json.loads((ev / "summary.json").read_text())
+    t = summary["pr_optimal"]["threshold"]
+    assert 0.0 < t < 1.0 and summary["subjects"] == 4 and summary["folds"] == [0, 1]
+    assert set(summary["variants"]) == {"0.5", "0.5+PP", "pr", "pr+PP"}
+    assert summary["variants"]["pr"]["threshold"] == t
+    assert set(summary["variants"]["pr+PP"]["per_fold"]) == {"0", "1"}
+    with open(ev / "per_subject.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16  # 4 subjects x (0.5, PR-optimal) x (without, with PP)
+    assert {"dsc", "precision", "recall", "specificity", "hd95_mm", "assd_mm", "roc_auc",
+            "average_precision"} <= set(rows[0])
+    dsc = [float(r["dsc"]) for r in rows if r["variant"] == "pr+PP"]
+    assert summary["variants"]["pr+PP"]["metrics"]["dsc"]["mean"] == pytest.approx(
+        np.mean(dsc), abs=1e-5)
+    table = (ev / "table.md").read_text()
+    assert "| 3D tiny + PP | " in table and "(PR-optimal)" in table
+    head = (ev / "table.csv").read_text().splitlines()[0]
+    assert head.startswith("configuration,threshold,threshold_kind,subjects,dsc_mean,dsc_sd")
+    for png in ("roc_pr.png", "boxplots.png"):
+        assert (ev / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_evaluation_uses_the_original_grid(evaluated_run):
+    # the 0.5 row of a subject equals DSC of the fold model's probability map, computed
+    # independently on the label file's own grid
+    from FemurSegTraining.evaluate import fold_segmenter
+
+    _, data, run = evaluated_run
+    splits = json.loads((run / "splits.json").read_text())
+    name = splits[1]["val"][0]
+    cfg = json.loads((run / "run.json").read_text())["config"]
+    image = sitk.ReadImage(str(data / "imagesTr" / f"{name}_0000.nii.gz"))
+    prob = fold_segmenter(cfg, run / "fold_1").segment(image).probability
+    assert prob.GetSize() == image.GetSize() and prob.GetSpacing() == image.GetSpacing()
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "labelsTr" / f"{name}.nii.gz"))) == 1
+    with open(run / "evaluation" / "per_subject.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["subject"] == name and r["variant"] == "0.5")
+    assert float(row["dsc"]) == pytest.approx(dice(sitk.GetArrayFromImage(prob) >= 0.5, ref),
+                                              abs=1e-5)
+
+
+def test_export_then_segment(evaluated_run, capsys):
+    base, data, run = evaluated_run
+    model = base / "model"
+    assert main(["export", str(run), str(model), "--name", "tiny-femur", "--version", "0.1.0"]) == 0
+    card = json.loads((model / "model.json").read_text())
+    summary = json.loads((run / "evaluation" / "summary.json").read_text())
+    assert card["name"] == "tiny-femur" and card["version"] == "0.1.0"
+    assert [f["fold"] for f in card["folds"]] == [0, 1]
+    assert all((model / f["onnx"]).is_file() and (model / f["weights"]).is_file()
+               for f in card["folds"])
+    assert card["inference"]["threshold"] == summary["pr_optimal"]["threshold"]
+    assert card["metrics"]["dsc_mean"] == pytest.approx(
+        summary["variants"]["pr+PP"]["metrics"]["dsc"]["mean"])
+    assert card["metrics"]["subjects"] == 4 and "dsc_sd" in card["metrics"]
+    tr = card["training"]
+    assert tr["config"]["name"] == "tiny" and tr["data"]["cases"] == 4
+    assert tr["hardware"] and tr["code_version"] and tr["wall_time_hours"] >= 0
+    assert any(c.startswith("femurseg-train export") for c in tr["commands"])
+    assert card["license"] and card["intended_use"]
+    assert card["export_checks"]["phantom_onnx_vs_torch_max_abs_diff"] <= 1e-4
+    # refuses to overwrite
+    assert main(["export", str(run), str(model)]) == 2
+    assert "output exists" in capsys.readouterr().err
+
+    # the exported ensemble segments with the core CLI; fold 1 alone reproduces the evaluation
+    splits = json.loads((run / "splits.json").read_text())
+    name = splits[1]["val"][0]
+    out = base / f"{name}_seg.nii.gz"
+    assert femurseg(["segment", str(data / "imagesTr" / f"{name}_0000.nii.gz"), "-o", str(out),
+                     "--model", str(model), "--folds", "1", "--no-split", "--quiet"]) == 0
+    seg = sitk.ReadImage(str(out))
+    ref_img = sitk.ReadImage(str(data / "labelsTr" / f"{name}.nii.gz"))
+    assert seg.GetSize() == ref_img.GetSize() and seg.GetOrigin() == ref_img.GetOrigin()
+    with open(run / "evaluation" / "per_subject.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["subject"] == name and r["variant"] == "pr+PP")
+    got = dice(sitk.GetArrayFromImage(seg) > 0, sitk.GetArrayFromImage(ref_img) == 1)
+    assert got == pytest.approx(float(row["dsc"]), abs=1e-4)
+
+
+def test_table_combines_runs(evaluated_run):
+    base, _, run = evaluated_run
+    out = base / "table2"
+    assert main(["table", str(run), str(run), "-o", str(out), "--pp", "both"]) == 0
+    lines = [ln for ln in (out / "table.md").read_text().splitlines() if ln.startswith("| 3D")]
+    assert len(lines) == 4 and lines[1].startswith("| 3D tiny + PP |")
+    assert (out / "roc_pr.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "boxplots.png").read_bytes()[:8] == PNG_MAGIC

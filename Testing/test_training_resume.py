@@ -1,0 +1,106 @@
+"""Checkpoints and resume: an interrupted run ends with the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from FemurSegLib.errors import FemurSegError
+from FemurSegTraining.config import load_config
+from FemurSegTraining.data import Preprocessed
+from FemurSegTraining.train import epoch_rng, fit
+
+from training_helpers import TINY_2D, TINY_3D, write_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two busy cores: torch's default two threads are many times slower than one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cases(n: int, shape=(8, 32, 32), seed: int = 0):
+    """Tiny normalised volumes with a blob of foreground each."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        target = np.zeros(shape, np.uint8)
+        c = rng.integers([2, 8, 8], [6, 24, 24])
+        target[c[0] - 1:c[0] + 2, c[1] - 4:c[1] + 4, c[2] - 4:c[2] + 4] = 1
+        image = (0.3 + 0.5 * target + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        out.append(Preprocessed(f"c{i}", image, target))
+    return out
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after(epoch: int):
+    def on_epoch(row: dict) -> None:
+        if row["epoch"] == epoch:
+            raise Killed()
+    return on_epoch
+
+
+def _state(run_dir):
+    return torch.load(run_dir / "fold_0" / "checkpoint.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("base", [TINY_3D, TINY_2D], ids=["3d", "2d"])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, base):
+    cfg = load_config(str(write_config(tmp_path / "c.json", base, patches_per_epoch=3)))
+    train, val = _cases(3), _cases(1, seed=1)
+    fit(cfg, 0, train, val, tmp_path / "straight", max_epochs=2, progress=False)
+    with pytest.raises(Killed):
+        fit(cfg, 0, train, val, tmp_path / "killed", max_epochs=2, progress=False,
+            on_epoch=_kill_after(0))
+    assert _state(tmp_path / "killed")["epoch"] == 0
+    result = fit(cfg, 0, train, val, tmp_path / "killed", resume=True, max_epochs=2,
+                 progress=False)
+    assert result.epochs == 2
+    a, b = _state(tmp_path / "straight"), _state(tmp_path / "killed")
+    assert a["epoch"] == b["epoch"] == 1
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=1e-6)
+    for key in ("exp_avg", "exp_avg_sq"):
+        for i, s in a["optimizer"]["state"].items():
+            torch.testing.assert_close(b["optimizer"]["state"][i][key], s[key], rtol=0, atol=1e-6)
+    assert [r["loss"] for r in a["history"]] == pytest.approx([r["loss"] for r in b["history"]])
+    assert a["early_stopping"] == b["early_stopping"]
+    best_a = torch.load(tmp_path / "straight" / "fold_0" / "best.pt", weights_only=True)
+    best_b = torch.load(tmp_path / "killed" / "fold_0" / "best.pt", weights_only=True)
+    for name, tensor in best_a.items():
+        torch.testing.assert_close(best_b[name], tensor, rtol=0, atol=1e-6)
+
+
+def test_history_and_refusing_to_overwrite(tmp_path):
+    cfg = load_config(str(write_config(tmp_path / "c.json")))
+    train, val = _cases(2), _cases(1, seed=1)
+    fit(cfg, 0, train, val, tmp_path / "run", max_epochs=2, progress=False)
+    with open(tmp_path / "run" / "fold_0" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert set(rows[0]) == {"epoch", "loss", "val_dsc", "seconds", "best_epoch"}
+    assert 0.0 <= float(rows[1]["val_dsc"]) <= 1.0
+    with pytest.raises(FemurSegError, match="exists: use --resume"):
+        fit(cfg, 0, train, val, tmp_path / "run", max_epochs=2, progress=False)
+    # resuming a run that reached its cap continues it; a finished (stopped) one returns at once
+    state = _state(tmp_path / "run")
+    state["finished"] = True
+    torch.save(state, tmp_path / "run" / "fold_0" / "checkpoint.pt")
+    done = fit(cfg, 0, train, val, tmp_path / "run", resume=True, max_epochs=5, progress=False)
+    assert done.epochs == 2 and done.stopped_early
+
+
+def test_single_process_draws_from_rank_zero_generator():
+    # backward compatibility of checkpoints made before the rank argument existed
+    a, b = epoch_rng(3, 1, 7), epoch_rng(3, 1, 7, 0)
+    assert a.integers(1 << 30, size=4).tolist() == b.integers(1 << 30, size=4).tolist()
+    assert epoch_rng(3, 1, 7, 1).integers(1 << 30) != epoch_rng(3, 1, 7, 0).integers(1 << 30)
