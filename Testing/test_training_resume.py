@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import csv
 
-import numpy as np
 import pytest
 import torch
 
 from FemurSegLib.errors import FemurSegError
 from FemurSegTraining.config import load_config
-from FemurSegTraining.data import Preprocessed
 from FemurSegTraining.train import epoch_rng, fit
 
-from training_helpers import TINY_2D, TINY_3D, write_config
+from training_helpers import TINY_2D, TINY_3D, blob_cases as _cases, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -23,19 +21,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _cases(n: int, shape=(8, 32, 32), seed: int = 0):
-    """Tiny normalised volumes with a blob of foreground each."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        target = np.zeros(shape, np.uint8)
-        c = rng.integers([2, 8, 8], [6, 24, 24])
-        target[c[0] - 1:c[0] + 2, c[1] - 4:c[1] + 4, c[2] - 4:c[2] + 4] = 1
-        image = (0.3 + 0.5 * target + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-        out.append(Preprocessed(f"c{i}", image, target))
-    return out
 
 
 class Killed(Exception):

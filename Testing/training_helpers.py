@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import SimpleITK as sitk
 
 #: A 3D U-Net small enough to train for an epoch in well under a second.
@@ -66,3 +67,18 @@ def make_dataset(root: Path, n: int = 4, *, seeds: Optional[Sequence[int]] = Non
         "name": "phantoms", "channel_names": {"0": "T1"}, "labels": LABELS,
         "numTraining": len(seeds), "file_ending": ".nii.gz"}))
     return root
+
+
+def blob_cases(n: int, shape=(8, 32, 32), seed: int = 0):
+    """Tiny preprocessed cases (normalised volume, target) with a box of foreground each."""
+    from FemurSegTraining.data import Preprocessed
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        target = np.zeros(shape, np.uint8)
+        c = rng.integers([2, 8, 8], [6, 24, 24])
+        target[c[0] - 1:c[0] + 2, c[1] - 4:c[1] + 4, c[2] - 4:c[2] + 4] = 1
+        image = (0.3 + 0.5 * target + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        out.append(Preprocessed(f"c{i}", image, target))
+    return out
