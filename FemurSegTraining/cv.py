@@ -113,6 +113,9 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
     run.setdefault("folds", {})
     if main:
         save_run(run_dir, run)
+    if int(cfg.get("num_workers") or 0) > 0 and main:
+        log.warning("num_workers is ignored: patches are sampled in the training process, "
+                    "which keeps a resumed run identical to an uninterrupted one")
     todo = folds if folds is not None else list(range(len(splits)))
     for k in todo:
         split = splits[k]

@@ -110,9 +110,11 @@ def plot_curves(curves: Sequence[dict], path: Path, *, overwrite: bool = False) 
         ax_pr.plot(c["recall"], c["precision"], lw=1.5, color=line.get_color(),
                    label=f"{c['label']} (AP {c['ap']:.3f})")
         for name, p, r in c.get("points", []):
-            ax_pr.plot([r], [p], "o" if "PR" in name else "s", color=line.get_color(), ms=6,
-                       mfc="none" if "PR" not in name else line.get_color())
-            ax_pr.annotate(name, (r, p), textcoords="offset points", xytext=(6, -12), fontsize=8)
+            is_opt = "PR" in name
+            ax_pr.plot([r], [p], "o" if is_opt else "s", color=line.get_color(), ms=6,
+                       mfc=line.get_color() if is_opt else "none")
+            ax_pr.annotate(name, (r, p), textcoords="offset points", fontsize=8,
+                           xytext=(6, -14) if is_opt else (-28, 8))
     ax_roc.set(xlabel="False positive rate", ylabel="True positive rate (recall)",
                title="ROC (voxels pooled over subjects)", xlim=(0, 1), ylim=(0, 1.01))
     ax_roc.plot([0, 1], [0, 1], ":", color="grey", lw=1)
@@ -124,6 +126,14 @@ def plot_curves(curves: Sequence[dict], path: Path, *, overwrite: bool = False) 
     inset.title.set_fontsize(8)
     ax_pr.set(xlabel="Recall", ylabel="Precision", title="Precision-recall (pooled)",
               xlim=(0, 1.01), ylim=(0, 1.01))
+    zoom = ax_pr.inset_axes([0.12, 0.12, 0.45, 0.45])
+    for c in curves:
+        zoom.plot(c["recall"], c["precision"], lw=1.2)
+        for name, p, r in c.get("points", []):
+            zoom.plot([r], [p], "o" if "PR" in name else "s", ms=4, mfc="none", color="k")
+    zoom.set(xlim=(0.8, 1.0), ylim=(0.8, 1.0), title="near (1, 1)")
+    zoom.tick_params(labelsize=7)
+    zoom.title.set_fontsize(8)
     for ax in (ax_roc, ax_pr):
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8)

@@ -160,3 +160,26 @@ def test_table_combines_runs(evaluated_run):
     assert len(lines) == 4 and lines[1].startswith("| 3D tiny + PP |")
     assert (out / "roc_pr.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "boxplots.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_export_half_precision(evaluated_run):
+    base, _, run = evaluated_run
+    model = base / "model_half"
+    assert main(["export", str(run), str(model), "--half"]) == 0
+    card = json.loads((model / "model.json").read_text())
+    assert card["export_checks"]["weights_dtype"] == "float16"
+    assert card["export_checks"]["phantom_onnx_vs_torch_max_abs_diff"] <= 1e-4
+    state = torch.load(model / "fold_0.pt", weights_only=True)
+    assert {t.dtype for t in state.values()} == {torch.float16}
+
+
+def test_export_refused_when_onnx_and_torch_disagree(evaluated_run, monkeypatch, capsys):
+    import FemurSegTraining.release as release
+
+    base, _, run = evaluated_run
+    monkeypatch.setattr(release, "onnx_torch_phantom_difference", lambda model_dir: 0.5)
+    before = sorted(p.name for p in base.iterdir())
+    assert main(["export", str(run), str(base / "model_bad")]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX Runtime and PyTorch differ by 5.00e-01 on the phantom (> 1e-04)" in err
+    assert sorted(p.name for p in base.iterdir()) == before  # nothing left behind
