@@ -45,6 +45,10 @@ from .io import PathLike, check_writable, write_image
 BACKGROUND, FEMUR, ILIUM, SPINE, SACRUM = 0, 1, 2, 3, 4
 LABEL_NAMES = {BACKGROUND: "background", FEMUR: "femur", ILIUM: "ilium", SPINE: "spine",
                SACRUM: "sacrum"}
+#: Tissue codes of :attr:`Phantom.tissues` (the tissue at each voxel centre).
+TISSUES = {"air": 0, "skin": 1, "fat": 2, "muscle": 3, "viscera": 4, "urine": 5, "bowel": 6,
+           "organ": 7, "cortex": 8, "marrow": 9, "disc": 10, "csf": 11, "cartilage": 12,
+           "vessel": 13}
 
 #: Direction cosines of an axis-aligned LIP grid (columns: where i, j, k point in LPS).
 LIP_DIRECTION = np.array([[1.0, 0.0, 0.0],
@@ -61,10 +65,15 @@ Vec = np.ndarray
 
 @dataclass(frozen=True)
 class Phantom:
-    """A synthetic scan: ``image`` (int16), ``labels`` (uint8, same grid) and the drawn parameters."""
+    """A synthetic scan: ``image`` (int16) and ``labels`` (uint8, same grid).
+
+    ``tissues`` (uint8, codes in :data:`TISSUES`) tells the tissue at each voxel centre, and
+    ``params`` holds the parameters drawn for the seed.
+    """
 
     image: sitk.Image
     labels: sitk.Image
+    tissues: Optional[sitk.Image] = None
     params: Dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
@@ -217,8 +226,9 @@ class _Canvas:
         self.grid = grid
         self.image = np.zeros(grid.shape, dtype=np.float32)
         self.labels = np.zeros(grid.shape, dtype=np.uint8)
+        self.tissues = np.zeros(grid.shape, dtype=np.uint8)
 
-    def paint(self, box, fn: Callable, value, label: Optional[int] = None,
+    def paint(self, box, fn: Callable, value, tissue: str, label: Optional[int] = None,
               cortex: Optional[Tuple[object, object]] = None) -> None:
         """Blend ``value`` into the image by the partial volume of ``fn < 0``; set ``label``.
 
@@ -237,11 +247,14 @@ class _Canvas:
         region = self.image[box]
         if cortex is None:
             region += _fraction(F, w) * (_take(value, box) - region)
+            self.tissues[box][F < 0] = TISSUES[tissue]
         else:
             thickness, cortex_value = cortex
             t = thickness(q) if callable(thickness) else np.float32(thickness)
             region += _fraction(F, w) * (_take(cortex_value, box) - region)
             region += _fraction(F + t, w) * (_take(value, box) - region)
+            self.tissues[box][F < 0] = TISSUES["cortex"]
+            self.tissues[box][F + t < 0] = TISSUES[tissue]
         if label is not None:
             self.labels[box][np.broadcast_to(F_label < 0, F.shape)] = label
 
@@ -310,7 +323,7 @@ def sample_parameters(seed: int) -> Dict[str, object]:
             "shaft_ap_tilt": u(-3.0, 3.0),
             "neck_length": r * u(2.0, 2.3),
             "shaft_radius": u(10.5, 12.5),
-            "shaft_cortex": u(3.5, 5.0),
+            "shaft_cortex": u(2.8, 4.2),
             "head_cortex": u(1.2, 1.8),
             "cup_inclination": u(45.0, 58.0),
             "cup_anteversion": u(12.0, 25.0),
@@ -324,16 +337,16 @@ def sample_parameters(seed: int) -> Dict[str, object]:
     p["centre_offset_mm"] = (u(-6.0, 6.0), u(46.0, 72.0), u(-8.0, 14.0))  # along i, j, k
     p["oblique_axis"] = tuple(_unit(rng.standard_normal(3)))
     p["body"] = {"half_width": u(165.0, 190.0), "half_depth": u(105.0, 130.0),
-                 "centre_y": u(5.0, 20.0), "fat": u(14.0, 34.0), "thigh_radius": u(68.0, 80.0),
+                 "centre_y": u(5.0, 20.0), "fat": u(18.0, 40.0), "thigh_radius": u(68.0, 80.0),
                  "crotch_z": u(-95.0, -78.0)}
     p["bladder"] = {"radius": u(22.0, 42.0), "centre": (u(-6.0, 6.0), u(-30.0, -20.0), u(-4.0, 8.0))}
     p["sacrum"] = {"top_z": u(90.0, 102.0), "top_y": u(42.0, 50.0), "width": u(52.0, 60.0)}
     p["spine"] = {"y": u(8.0, 18.0), "body_height": u(26.0, 30.0), "disc": u(6.0, 9.0)}
     p["contrast"] = tissue_values(rng)
-    p["noise_sigma"] = u(9.0, 16.0)
+    p["noise_sigma"] = u(6.0, 12.0)
     p["bias"] = {"coefficients": tuple(float(c) for c in rng.normal(0.0, 0.08, 6)),
-                 "coil": u(0.1, 0.3)}
-    p["fov_mask"] = {"power": u(5.0, 8.0), "extent": u(1.17, 1.25), "shift": u(-0.04, 0.04)}
+                 "coil": u(0.2, 0.45)}
+    p["fov_mask"] = {"power": u(4.0, 4.6), "extent": u(1.0, 1.035), "shift": u(-0.04, 0.04)}
     p["texture_seed"] = int(rng.integers(0, 2**31 - 1))
     return p
 
@@ -346,13 +359,13 @@ def tissue_values(rng: np.random.Generator) -> Dict[str, float]:
     near 50, air about 5 (noise only).
     """
     scale = rng.uniform(0.9, 1.1)
-    fat = rng.uniform(450.0, 510.0) * scale
+    fat = rng.uniform(430.0, 490.0) * scale
     muscle = rng.uniform(190.0, 240.0) * scale
     return {
         "fat": fat,
-        "marrow": fat * rng.uniform(0.78, 0.9),
+        "marrow": fat * rng.uniform(0.8, 0.93),
         "muscle": muscle,
-        "cortex": rng.uniform(30.0, 70.0) * scale,
+        "cortex": rng.uniform(40.0, 85.0) * scale,
         "cartilage": muscle * rng.uniform(1.0, 1.25),
         "urine": muscle * rng.uniform(0.6, 0.85),
         "bowel": muscle * rng.uniform(1.1, 1.45),
@@ -633,7 +646,7 @@ def make_phantom(seed: int = 0, *, size: Sequence[int] = DEFAULT_SIZE,
     direction, origin, frame, centre = _geometry(p, size, spacing, oblique_deg)
     grid = _Grid(size, spacing, direction, origin, frame, centre)
     rng = np.random.default_rng(p["texture_seed"])
-    image, labels = _render(grid, p, rng)
+    image, labels, tissues = _render(grid, p, rng)
     if bias:
         image *= _bias_field(grid, p)
     if noise:
@@ -649,11 +662,13 @@ def make_phantom(seed: int = 0, *, size: Sequence[int] = DEFAULT_SIZE,
     img.SetDirection(tuple(float(v) for v in direction.ravel()))
     lab = sitk.GetImageFromArray(labels)
     lab.CopyInformation(img)
-    return Phantom(image=img, labels=lab, params=p)
+    tis = sitk.GetImageFromArray(tissues)
+    tis.CopyInformation(img)
+    return Phantom(image=img, labels=lab, tissues=tis, params=p)
 
 
-def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-    """Paint the tissues front to back; returns the noise-free image and the label map."""
+def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paint front to back; returns the noise-free image, the label map and the tissue map."""
     v, a, sp, shape = p["contrast"], p["half_separation"], grid.spacing, grid.shape
     cv = _Canvas(grid)
     full = grid.full()
@@ -670,11 +685,11 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     skin = _body(q, b, a)
     deep = skin + np.float32(b["fat"]) * _fat_profile(q)
     del q
-    cv.paint(full, lambda _: skin, v["skin"])
-    cv.paint(full, lambda _: skin + np.float32(1.5), v["fat"] * (1.0 + 0.035 * fine))
+    cv.paint(full, lambda _: skin, v["skin"], "skin")
+    cv.paint(full, lambda _: skin + np.float32(1.5), v["fat"] * (1.0 + 0.035 * fine), "fat")
     muscle = v["muscle"] * (1.0 + 0.06 * streak + 0.04 * fine + 0.07 * patch_field)
     muscle += np.exp(-(septa_field * np.float32(1 / 0.08)) ** 2) * (np.float32(0.92 * v["fat"]) - muscle)
-    cv.paint(full, lambda _: deep, muscle)
+    cv.paint(full, lambda _: deep, muscle, "muscle")
     del skin, deep
 
     # pelvic and abdominal cavity: fat, bowel loops with gas, bladder, rectum, pelvic organs
@@ -682,20 +697,20 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     viscera = v["fat"] * (0.93 + 0.04 * fine)
     viscera += bowel * (v["bowel"] * (1.0 + 0.15 * fine) - viscera)
     viscera *= 1.0 - 0.9 * np.clip((gas_field - 2.0) * 2.0, 0.0, 1.0) * bowel
-    cv.paint(grid.box((-150, -110, -60), (150, 90, 400)), lambda q: _cavity(q, a), viscera)
+    cv.paint(grid.box((-150, -110, -60), (150, 90, 400)), lambda q: _cavity(q, a), viscera, "viscera")
     del viscera, bowel
     bl = p["bladder"]
     r, c = bl["radius"], np.asarray(bl["centre"])
     cv.paint(grid.box(c - 1.3 * r, c + 1.3 * r),
-             lambda q: _ellipsoid(q, c, (1.15 * r, 0.9 * r, 0.85 * r)), v["urine"])
+             lambda q: _ellipsoid(q, c, (1.15 * r, 0.9 * r, 0.85 * r)), v["urine"], "urine")
     sac = _Sacrum(p["sacrum"])
     pts = [(0.0, float(sac.centre_y(z)) - 32.0, z) for z in (70.0, 30.0, -10.0)] + [(0.0, 50.0, -60.0)]
     rectum = v["bowel"] * (1.0 + 0.25 * organ_field)
     for p0, p1 in zip(pts[:-1], pts[1:]):
         cv.paint(grid.box(np.minimum(p0, p1) - 20, np.maximum(p0, p1) + 20),
-                 lambda q, p0=p0, p1=p1: _capsule(q, p0, p1, 13.0), rectum)
+                 lambda q, p0=p0, p1=p1: _capsule(q, p0, p1, 13.0), rectum, "bowel")
     cv.paint(grid.box((-30, -20, -45), (30, 35, 10)),
-             lambda q: _ellipsoid(q, (0.0, 10.0, -18.0), (20.0, 15.0, 17.0)), 1.15 * v["muscle"])
+             lambda q: _ellipsoid(q, (0.0, 10.0, -18.0), (20.0, 15.0, 17.0)), 1.15 * v["muscle"], "organ")
 
     # lumbar spine and sacrum
     vert = v["marrow"] * 0.95 * (1.0 + 0.08 * fine)
@@ -703,18 +718,18 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     for z0, z1, y in _spine_levels(p["spine"], sac):
         zc = 0.5 * (z0 + z1)
         box = grid.box((-60, y - 30, z0 - 12), (60, y + 75, z1 + 12))
-        cv.paint(box, lambda q, zc=zc, y=y, h=z1 - z0: _vertebra(q, zc, y, h), vert, label=SPINE,
+        cv.paint(box, lambda q, zc=zc, y=y, h=z1 - z0: _vertebra(q, zc, y, h), vert, "marrow", label=SPINE,
                  cortex=(1.5, v["cortex"]))
         cv.paint(box, lambda q, zc=zc, y=y: _capsule(q, (0, y + 26, zc - 25), (0, y + 26, zc + 25), 7.5),
-                 v["csf"])
+                 v["csf"], "csf")
         zd = z0 - 0.5 * disc
         cv.paint(grid.box((-35, y - 25, zd - 10), (35, y + 25, zd + 10)),
                  lambda q, zd=zd, y=y: np.maximum(_ellipsoid(q, (0, y, zd), (25.0, 18.0, 60.0)),
                                                   np.abs(q[2] - zd) - (0.5 * disc + 0.6)),
-                 v["disc"], label=SPINE)
+                 v["disc"], "disc", label=SPINE)
     # the real masks label the sacrum down to about S3 only
     cv.paint(grid.box((-70, 0, -15), (70, 160, 140)),
-             lambda q: (lambda F: (F, np.maximum(F, sac.top - 45.0 - q[2])))(sac.sdf(q)), vert,
+             lambda q: (lambda F: (F, np.maximum(F, sac.top - 45.0 - q[2])))(sac.sdf(q)), vert, "marrow",
              label=SACRUM, cortex=(1.8, v["cortex"]))
 
     # each side: iliacus and psoas, femoral vessels, hip bone, joint cartilage, femur
@@ -730,26 +745,26 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
         def box(lo, hi, side=side):
             return grid.box(*_mirror_box(lo, hi, side))
 
-        cv.paint(box((0, -80, 0), (a + 70, 90, 170)), on_side(hip.iliacus), muscle)
+        cv.paint(box((0, -80, 0), (a + 70, 90, 170)), on_side(hip.iliacus), muscle, "muscle")
         pts = [(28.0, p["spine"]["y"] + 4.0, 240.0), (44.0, 8.0, 110.0), (62.0, -16.0, 30.0),
                (a - 6.0, -34.0, -12.0), (a + 14.0, 4.0, -70.0)]
         radii = [12.0, 20.0, 21.0, 17.0, 11.0]
         for n in range(len(pts) - 1):
             p0, p1, r01 = pts[n], pts[n + 1], (radii[n], radii[n + 1])
             cv.paint(box(np.minimum(p0, p1) - 25, np.maximum(p0, p1) + 25),
-                     on_side(lambda q, p0=p0, p1=p1, r01=r01: _capsule(q, p0, p1, r01)), muscle)
+                     on_side(lambda q, p0=p0, p1=p1, r01=r01: _capsule(q, p0, p1, r01)), muscle, "muscle")
         for dx, r in ((-14.0, 4.0), (-25.0, 5.5)):  # femoral artery and vein: dark flow voids
             p0, p1 = (a + dx, -46.0, 45.0), (a + dx + 10.0, -42.0, -300.0)
             cv.paint(box((a + dx - 10, -56, -300), (a + dx + 20, -30, 55)),
-                     on_side(lambda q, p0=p0, p1=p1, r=r: _capsule(q, p0, p1, r)), v["vessel"])
+                     on_side(lambda q, p0=p0, p1=p1, r=r: _capsule(q, p0, p1, r)), v["vessel"], "vessel")
         c = femur.head
         cv.paint(box(c - hip.r_cup - 4, c + hip.r_cup + 4),
-                 on_side(lambda q, c=c, r=hip.r_cup - 0.5: _sphere(q, c, r)), v["cartilage"])
-        cv.paint(box((0, -60, -80), (a + 60, 100, 160)), on_side(hip.sdf), pelvis_marrow,
+                 on_side(lambda q, c=c, r=hip.r_cup - 0.5: _sphere(q, c, r)), v["cartilage"], "cartilage")
+        cv.paint(box((0, -60, -80), (a + 60, 100, 160)), on_side(hip.sdf), pelvis_marrow, "marrow",
                  label=ILIUM, cortex=(1.6, v["cortex"]))
-        cv.paint(box(*femur.bounds()), on_side(femur.sdf), marrow, label=FEMUR,
+        cv.paint(box(*femur.bounds()), on_side(femur.sdf), marrow, "marrow", label=FEMUR,
                  cortex=(on_side(femur.cortex_thickness), v["cortex"]))
-    return cv.image, cv.labels
+    return cv.image, cv.labels, cv.tissues
 
 
 def _bias_field(grid: _Grid, p: dict) -> np.ndarray:
