@@ -32,7 +32,8 @@ from FemurSegLib.preprocessing import reorient
 
 from .data import load_dataset
 
-#: spacing axes are (i, j, k) as InputSpec uses; sizes, pooling and patches are array order [k, j, i]
+# spacing axes are (i, j, k) as InputSpec uses; sizes, pooling and patches are in array order
+# [k, j, i]
 DEFAULT_PATCH_VOXELS = 16 * 160 * 160
 DEFAULT_LEVELS = 5
 PERCENTILES = (0.5, 1.0, 50.0, 99.0, 99.5)

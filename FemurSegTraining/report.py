@@ -211,7 +211,8 @@ def combine_runs(run_dirs: Sequence[Path], out_dir: Path, *, threshold: str = "p
         per_subject = read_per_subject(run_dir)
         label = summary["label"]
         is_2d = summary.get("architecture") == "UNet2D"
-        with_pp = {"both": [False, True], "none": [False]}.get(pp, [False, True] if is_2d else [False])
+        paper_rows = [False, True] if is_2d else [False]
+        with_pp = {"both": [False, True], "none": [False]}.get(pp, paper_rows)
         for use_pp in with_pp:
             key = variant_key(threshold, use_pp)
             v = summary["variants"][key]

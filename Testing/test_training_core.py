@@ -1,4 +1,4 @@
-"""Training package units: paper loss, splits, early stopping, threshold selection, plan, configs."""
+"""Training units: paper loss, splits, early stopping, threshold selection, plan, configs."""
 
 from __future__ import annotations
 

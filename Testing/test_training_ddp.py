@@ -37,7 +37,8 @@ def _instrumented_fit(cfg, run_dir, out_dir, rank):
 
     T.sample_patch_3d, T.build_network = sample, build
     try:
-        result = T.fit(cfg, 0, blob_cases(3, seed=0), blob_cases(1, seed=1), run_dir, max_epochs=2, progress=False)
+        result = T.fit(cfg, 0, blob_cases(3, seed=0), blob_cases(1, seed=1), run_dir,
+                       max_epochs=2, progress=False)
     finally:
         T.sample_patch_3d, T.build_network = orig_sample, orig_build
     torch.save(nets[0].state_dict(), out_dir / f"rank{rank}.pt")
