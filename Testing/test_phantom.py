@@ -307,7 +307,7 @@ def test_phantom_intensities_are_in_the_range_of_the_real_scans(full):
             for f in sorted((data / "imagesTr").glob("*_0000.nii.gz"))]
     assert len(real) >= 10
     phantoms = [intensity_stats(full.image, full.labels)]
-    for seed in (1, 2):
+    for seed in (1,):
         ph = P.make_phantom(seed, size=(192, 192, 40), spacing=(1.822, 1.822, 5.2))
         phantoms.append(intensity_stats(ph.image, ph.labels))
     for key in real[0]:

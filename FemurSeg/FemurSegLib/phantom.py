@@ -674,7 +674,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     full = grid.full()
     fine = _smooth_noise(rng, shape, sp, (0.7, 0.7, 1.0))
     streak = _smooth_noise(rng, shape, sp, (0.6, 6.0, 2.0))
-    septa_field = _smooth_noise(rng, shape, sp, (9.0, 30.0, 10.0), coarse=4)
+    septa_field = _smooth_noise(rng, shape, sp, (7.0, 18.0, 8.0), coarse=4)
     organ_field = _smooth_noise(rng, shape, sp, (5.0, 5.0, 5.0), coarse=2)
     patch_field = _smooth_noise(rng, shape, sp, (15.0, 25.0, 15.0), coarse=4)
     gas_field = _smooth_noise(rng, shape, sp, (4.0, 4.0, 4.0), coarse=2)
@@ -688,7 +688,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     cv.paint(full, lambda _: skin, v["skin"], "skin")
     cv.paint(full, lambda _: skin + np.float32(1.5), v["fat"] * (1.0 + 0.035 * fine), "fat")
     muscle = v["muscle"] * (1.0 + 0.06 * streak + 0.04 * fine + 0.07 * patch_field)
-    muscle += np.exp(-(septa_field * np.float32(1 / 0.08)) ** 2) * (np.float32(0.92 * v["fat"]) - muscle)
+    muscle += np.exp(-(septa_field * np.float32(1 / 0.1)) ** 2) * (np.float32(0.92 * v["fat"]) - muscle)
     cv.paint(full, lambda _: deep, muscle, "muscle")
     del skin, deep
 
