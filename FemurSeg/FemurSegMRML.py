@@ -719,7 +719,7 @@ def pin_constraints(packages: Iterable[str] = PINNED_PACKAGES,
 def write_pin_constraints(path: os.PathLike, packages: Iterable[str] = PINNED_PACKAGES) -> str:
     """Write :func:`pin_constraints` to ``path`` (replacing it); return the path as a string."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(pin_constraints(packages))
+    Path(path).write_text(pin_constraints(packages), encoding="utf-8")
     return str(path)
 
 

@@ -78,7 +78,7 @@ def cmd_evaluate(args) -> int:
 
     summary = evaluate_run(args.run_dir, data_dir=args.data, device=args.device,
                            folds=_folds(args.folds), progress=not args.quiet)
-    print((Path(args.run_dir) / "evaluation" / "table.md").read_text(), end="")
+    print((Path(args.run_dir) / "evaluation" / "table.md").read_text(encoding="utf-8"), end="")
     print(f"PR-optimal threshold {summary['pr_optimal']['threshold']:.4f}; "
           f"written to {Path(args.run_dir) / 'evaluation'}")
     return 0
@@ -99,7 +99,7 @@ def cmd_table(args) -> int:
 
     combine_runs([Path(r) for r in args.run_dirs], Path(args.output), threshold=args.threshold,
                  pp=args.pp, overwrite=True)
-    print((Path(args.output) / "table.md").read_text(), end="")
+    print((Path(args.output) / "table.md").read_text(encoding="utf-8"), end="")
     return 0
 
 

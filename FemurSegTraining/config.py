@@ -58,7 +58,7 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
         names = sorted(q.stem for q in CONFIG_DIR.glob("*.json"))
         raise FemurSegError(f"unknown config {name_or_path!r} (known: {', '.join(names)})")
     try:
-        raw = json.loads(p.read_text())
+        raw = json.loads(p.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise FemurSegError(f"config {p} is not valid JSON: {exc}") from None
     unknown = set(raw) - set(DEFAULTS)

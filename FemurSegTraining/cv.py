@@ -55,7 +55,7 @@ def hardware(device: str) -> str:
 
 def read_run(run_dir: Path) -> dict:
     p = Path(run_dir) / "run.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
 
 
 def save_run(run_dir: Path, run: dict) -> None:

@@ -55,7 +55,7 @@ def read_dataset_json(root: Path) -> dict:
     if not path.is_file():
         raise DatasetError(f"{root} is not a dataset in nnU-Net raw layout (no dataset.json)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise DatasetError(f"{path} is not valid JSON: {exc}") from None
 

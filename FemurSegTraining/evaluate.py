@@ -207,7 +207,7 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
     splits_path = run_dir / "splits.json"
     if not splits_path.is_file():
         raise FemurSegError(f"{splits_path} not found")
-    splits = json.loads(splits_path.read_text())
+    splits = json.loads(splits_path.read_text(encoding="utf-8"))
     todo = list(range(len(splits))) if folds is None else [int(k) for k in folds]
     for k in todo:
         if not 0 <= k < len(splits):
@@ -319,7 +319,7 @@ def _write_outputs(out_dir: Path, summary: dict, rows: List[dict], curve: Pooled
     label = summary["label"]
     path = out_dir / "per_subject.csv"
     with io.atomic_path(path, overwrite) as tmp:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=SUBJECT_COLUMNS, extrasaction="ignore",
                                lineterminator="\n")
             w.writeheader()

@@ -187,7 +187,7 @@ def read_plan(path) -> dict:
     if not p.is_file():
         raise FemurSegError(f"plan not found: {p}")
     try:
-        doc = json.loads(p.read_text())
+        doc = json.loads(p.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise FemurSegError(f"plan {p} is not valid JSON: {exc}") from None
     plan = doc.get("plan", doc) if isinstance(doc, dict) else None

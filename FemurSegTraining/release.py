@@ -149,7 +149,7 @@ def _data_description(path: Optional[str]) -> Optional[str]:
     for name in ("README.md", "README.txt", "README"):
         p = Path(path) / name
         if p.is_file():
-            text = p.read_text(errors="replace").strip().split("\n\n")
+            text = p.read_text(encoding="utf-8", errors="replace").strip().split("\n\n")
             body = [t for t in text if not t.lstrip().startswith("#")]
             return " ".join((body[0] if body else text[0]).split())[:1000]
     return None

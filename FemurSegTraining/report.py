@@ -176,12 +176,12 @@ def read_summary(run_dir: Path) -> dict:
     p = Path(run_dir) / "evaluation" / "summary.json"
     if not p.is_file():
         raise FemurSegError(f"{run_dir} has no evaluation (run: femurseg-train evaluate {run_dir})")
-    return json.loads(p.read_text())
+    return json.loads(p.read_text(encoding="utf-8"))
 
 
 def read_per_subject(run_dir: Path) -> List[dict]:
     p = Path(run_dir) / "evaluation" / "per_subject.csv"
-    with open(p, newline="") as f:
+    with open(p, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
         for k, v in r.items():

@@ -51,7 +51,7 @@ def load_or_make_splits(path: Path, names: Sequence[str], strata: Sequence[float
     """Reuse ``path`` if it exists (and matches the cases); else write a new split there."""
     path = Path(path)
     if path.is_file():
-        splits = json.loads(path.read_text())
+        splits = json.loads(path.read_text(encoding="utf-8"))
         listed = sorted({n for s in splits for n in s["val"]})
         if listed != sorted(names):
             raise ValueError(f"{path} lists other cases than the dataset; delete it to re-split")

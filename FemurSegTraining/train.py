@@ -361,7 +361,7 @@ def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: Lis
 
 def _write_history(history: List[dict], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="") as f:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
         w.writeheader()
         w.writerows(history)

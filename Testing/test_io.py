@@ -1,5 +1,6 @@
 """Image I/O: formats, geometry round trips, validation errors, atomic non-overwriting writes."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,21 @@ def test_ijk_to_lps_matches_itk():
 def test_strip_suffix():
     assert io.strip_image_suffix("a/hip01_0000.nii.gz") == "hip01_0000"
     assert io.strip_image_suffix("b.seg.nrrd") == "b"
+
+
+def test_text_outputs_are_utf8_whatever_the_locale(tmp_path):
+    """Slicer and VTK switch the process locale to C; text files must still be UTF-8."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from FemurSegLib import io; "
+            "io.write_text('DSC 0.94 \\u00b1 0.05', sys.argv[1]); io.write_json({'s': '\\u00b1'}, sys.argv[2]); "
+            "import locale; print(locale.getpreferredencoding(False))")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.md"), str(tmp_path / "j.json")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().lower() in ("ansi_x3.4-1968", "ascii", "us-ascii")  # really ASCII
+    assert (tmp_path / "t.md").read_text(encoding="utf-8") == "DSC 0.94 \u00b1 0.05"
+    assert json.loads((tmp_path / "j.json").read_text(encoding="utf-8")) == {"s": "\u00b1"}

@@ -276,13 +276,13 @@ def _write_mhd(image: sitk.Image, path: Path, overwrite: bool, compress: bool) -
 
 def write_json(data, path: PathLike, *, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return Path(path)
 
 
 def write_text(text: str, path: PathLike, *, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 

@@ -110,7 +110,7 @@ def read_card(model_dir: os.PathLike) -> dict:
     if not card_path.is_file():
         raise ModelError(f"not a model folder (no {CARD_NAME}): {d}")
     try:
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from None
     if not isinstance(card, dict):
