@@ -56,7 +56,7 @@ def test_segment_writes_all_outputs_on_input_grid(tmp_path, capsys, scan, tiny_m
     prob = sitk.ReadImage(str(tmp_path / "p.nrrd"))
     assert io.grid_mismatch(prob, img) == ""
     assert (tmp_path / "report" / "report.png").is_file()
-    assert json.loads((tmp_path / "report" / "volumes.json").read_text())
+    assert json.loads((tmp_path / "report" / "volumes.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
@@ -169,7 +169,7 @@ def test_evaluate_known_answer(tmp_path, capsys):
     code, out, err = run(capsys, "evaluate", tmp_path / "pred.nrrd", tmp_path / "ref.nrrd",
                          "--json", tmp_path / "m.json")
     assert code == 0, err
-    m = json.loads((tmp_path / "m.json").read_text())
+    m = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
     assert m["dsc"] == pytest.approx(2 * 12 / 30)
     assert m["precision"] == pytest.approx(1.0)
     assert m["recall"] == pytest.approx(12 / 18)

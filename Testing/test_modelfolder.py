@@ -46,14 +46,14 @@ def test_damaged_model_is_refused(model_copy, damage, message):
 
 
 def _edit_card(d, **changes):
-    card = json.loads((d / "model.json").read_text())
+    card = json.loads((d / "model.json").read_text(encoding="utf-8"))
     card.update(changes)
     (d / "model.json").write_text(json.dumps(card))
     return card
 
 
 def test_card_without_checksum_is_refused(model_copy):
-    card = json.loads((model_copy / "model.json").read_text())
+    card = json.loads((model_copy / "model.json").read_text(encoding="utf-8"))
     del card["folds"][0]["onnx_sha256"]
     (model_copy / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="no SHA-256 for fold_0.onnx"):
@@ -61,7 +61,7 @@ def test_card_without_checksum_is_refused(model_copy):
 
 
 def test_card_pointing_outside_is_refused(model_copy):
-    card = json.loads((model_copy / "model.json").read_text())
+    card = json.loads((model_copy / "model.json").read_text(encoding="utf-8"))
     card["folds"][0]["onnx"] = "../elsewhere.onnx"
     (model_copy / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="outside the model folder"):
@@ -79,7 +79,7 @@ def test_card_fields_checked(model_copy, changes, message):
 
 
 def test_missing_field_named(model_copy):
-    card = json.loads((model_copy / "model.json").read_text())
+    card = json.loads((model_copy / "model.json").read_text(encoding="utf-8"))
     del card["labels"]
     (model_copy / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="lacks labels"):
@@ -93,7 +93,7 @@ def test_fold_selection(tiny_model_dir):
 
 
 def test_threshold_from_card(model_copy):
-    card = json.loads((model_copy / "model.json").read_text())
+    card = json.loads((model_copy / "model.json").read_text(encoding="utf-8"))
     card["inference"]["threshold"] = 0.37
     (model_copy / "model.json").write_text(json.dumps(card))
     assert modelfolder.load_model(model_copy).threshold == pytest.approx(0.37)

@@ -500,7 +500,7 @@ def test_volumes_json_known_answer(tmp_path):
     array[2:6, 1:6, 3:9] = 1  # 4 x 5 x 6 = 120 voxels of 0.8 mm3 = 96 mm3
     grey = io.array_to_image(np.arange(720, dtype=np.int16).reshape(8, 9, 10), image)
     report = outputs.write_report(grey, labels_on(image, array), SPLIT, tmp_path, title="Box")
-    assert report == json.loads((tmp_path / "volumes.json").read_text())
+    assert report == json.loads((tmp_path / "volumes.json").read_text(encoding="utf-8"))
     assert report["title"] == "Box"
     assert report["spacing_mm"] == [0.5, 0.8, 2.0]
     assert report["voxel_volume_mm3"] == pytest.approx(0.8)
@@ -637,7 +637,7 @@ def test_every_writer_refuses_to_overwrite_and_replaces_on_request(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names + ["Left_femur.stl"])
     seg = slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))
     assert seg["segments"][1]["extent"] == [1, 4, 2, 3, 1, 2]
-    assert json.loads((tmp_path / "volumes.json").read_text())["segments"][1]["voxel_count"] == 16
+    assert json.loads((tmp_path / "volumes.json").read_text(encoding="utf-8"))["segments"][1]["voxel_count"] == 16
 
 
 def test_multi_file_writers_check_every_target_first(tmp_path):

@@ -702,7 +702,7 @@ def cmake_list(text: str, name: str) -> list:
 
 
 def test_cmake_lists_every_python_file_and_resource():
-    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     scripts = [s.replace("${MODULE_NAME}", "FemurSeg") for s in cmake_list(text, "MODULE_PYTHON_SCRIPTS")]
     resources = [s.replace("${MODULE_NAME}", "FemurSeg")
                  for s in cmake_list(text, "MODULE_PYTHON_RESOURCES")]
@@ -732,13 +732,13 @@ def test_cmake_lists_every_python_file_and_resource():
 
 
 def test_extension_metadata():
-    root = (REPO / "CMakeLists.txt").read_text()
+    root = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r'set\(EXTENSION_CATEGORY "Segmentation"\)', root)
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', root)
     assert re.search(r'set\(EXTENSION_SCREENSHOTURLS ""\)', root)
     assert "add_subdirectory(FemurSeg)" in root
     s4ext = dict(line.split(" ", 1) if " " in line else (line, "")
-                 for line in (REPO / "FemurSeg.s4ext").read_text().splitlines()
+                 for line in (REPO / "FemurSeg.s4ext").read_text(encoding="utf-8").splitlines()
                  if line.strip() and not line.startswith("#"))
     assert s4ext["depends"] == "PyTorch" and s4ext["category"] == "Segmentation"
     from PIL import Image
@@ -752,7 +752,7 @@ def test_module_compiles_and_matches_its_ui(tmp_path):
     py_compile.compile(str(source), cfile=str(tmp_path / "FemurSeg.pyc"), doraise=True)
     py_compile.compile(str(MODULE_DIR / "FemurSegMRML.py"), cfile=str(tmp_path / "M.pyc"),
                        doraise=True)
-    code = source.read_text()
+    code = source.read_text(encoding="utf-8")
     ui = ET.parse(MODULE_DIR / "Resources/UI/FemurSeg.ui")
     widgets = {w.get("name") for w in ui.iter("widget")}
     used = set(re.findall(r"\bui\.(\w+)", code))

@@ -86,7 +86,7 @@ def test_splits_json_is_reused(tmp_path):
     names = [f"c{i}" for i in range(10)]
     path = tmp_path / "splits.json"
     first = load_or_make_splits(path, names, list(range(10)), 4, seed=0)
-    assert json.loads(path.read_text()) == first
+    assert json.loads(path.read_text(encoding="utf-8")) == first
     # another seed (or strata) does not re-split: the file wins
     assert load_or_make_splits(path, names, list(range(10))[::-1], 4, seed=99) == first
     with pytest.raises(ValueError, match="lists other cases"):

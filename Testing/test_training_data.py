@@ -95,7 +95,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
 def test_plan_command_writes_an_editable_plan(tmp_path, capsys):
     root = make_dataset(tmp_path / "ds", 2)
     assert main(["plan", str(root), "-o", str(tmp_path / "plan.json")]) == 0
-    doc = json.loads((tmp_path / "plan.json").read_text())
+    doc = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))
     fp, plan = doc["fingerprint"], doc["plan"]
     assert fp["cases"] == 2 and fp["spacing_ijk_mm"]["median"] == pytest.approx([11, 11, 26])
     assert fp["size_kji"]["median"] == [8, 32, 32]

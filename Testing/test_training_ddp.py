@@ -70,7 +70,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, one_thread):
     import torch._dynamo  # noqa: F401  DDP imports it (2-3 s): once here, not in each child
     mp.start_processes(_worker, args=(cfg, tmp_path / "ddp", out, tmp_path / "store"), nprocs=2,
                        join=True, start_method="fork")
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     # an epoch of 3 patches is shared out: 2 per rank, so 4 per rank over 2 epochs
     assert [len(r["sampled"]) for r in ranks] == [4, 4] and ranks[0]["epochs"] == 2
     assert ranks[0]["sampled"] != ranks[1]["sampled"]  # rank-aware sampling
@@ -87,5 +87,5 @@ def test_ddp_two_processes_on_cpu(tmp_path, one_thread):
     single = tmp_path / "single"
     single.mkdir()
     _instrumented_fit(cfg, tmp_path / "one", single, 0)
-    one = json.loads((single / "rank0.json").read_text())["sampled"]
+    one = json.loads((single / "rank0.json").read_text(encoding="utf-8"))["sampled"]
     assert ranks[0]["sampled"] == one[0:2] + one[3:5]

@@ -42,12 +42,12 @@ def evaluated_run(tmp_path_factory, one_thread):
 
 def test_cv_writes_folds_history_and_run_record(evaluated_run):
     _, data, run = evaluated_run
-    rec = json.loads((run / "run.json").read_text())
+    rec = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert rec["config"]["name"] == "tiny" and rec["dataset"]["cases"] == 4
     assert sorted(rec["folds"]) == ["0", "1"] and rec["hardware"] and rec["code_version"]
     assert rec["commands"] == [f"femurseg-train cv {run.parent / 'tiny.json'} --data {data} "
                                f"--run-dir {run} --quiet"]
-    splits = json.loads((run / "splits.json").read_text())
+    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
     assert sorted(sum((s["val"] for s in splits), [])) == ["case00", "case01", "case02", "case03"]
     for k in (0, 1):
         assert rec["folds"][str(k)]["epochs"] == 2
@@ -72,7 +72,7 @@ def test_one_log_line_per_epoch(tmp_path, caplog, one_thread):
 def test_evaluation_files(evaluated_run):
     _, _, run = evaluated_run
     ev = run / "evaluation"
-    summary = json.loads((ev / "summary.json").read_text())
+    summary = json.loads((ev / "summary.json").read_text(encoding="utf-8"))
     t = summary["pr_optimal"]["threshold"]
     assert 0.0 < t < 1.0 and summary["subjects"] == 4 and summary["folds"] == [0, 1]
     assert set(summary["variants"]) == {"0.5", "0.5+PP", "pr", "pr+PP"}
@@ -86,9 +86,9 @@ def test_evaluation_files(evaluated_run):
     dsc = [float(r["dsc"]) for r in rows if r["variant"] == "pr+PP"]
     assert summary["variants"]["pr+PP"]["metrics"]["dsc"]["mean"] == pytest.approx(
         np.mean(dsc), abs=1e-5)
-    table = (ev / "table.md").read_text()
+    table = (ev / "table.md").read_text(encoding="utf-8")
     assert "| 3D tiny + PP | " in table and "(PR-optimal)" in table
-    head = (ev / "table.csv").read_text().splitlines()[0]
+    head = (ev / "table.csv").read_text(encoding="utf-8").splitlines()[0]
     assert head.startswith("configuration,threshold,threshold_kind,subjects,dsc_mean,dsc_sd")
     for png in ("roc_pr.png", "boxplots.png"):
         assert (ev / png).read_bytes()[:8] == PNG_MAGIC
@@ -100,9 +100,9 @@ def test_evaluation_uses_the_original_grid(evaluated_run):
     from FemurSegTraining.evaluate import fold_segmenter
 
     _, data, run = evaluated_run
-    splits = json.loads((run / "splits.json").read_text())
+    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
     name = splits[1]["val"][0]
-    cfg = json.loads((run / "run.json").read_text())["config"]
+    cfg = json.loads((run / "run.json").read_text(encoding="utf-8"))["config"]
     image = sitk.ReadImage(str(data / "imagesTr" / f"{name}_0000.nii.gz"))
     prob = fold_segmenter(cfg, run / "fold_1").segment(image).probability
     assert prob.GetSize() == image.GetSize() and prob.GetSpacing() == image.GetSpacing()
@@ -117,8 +117,8 @@ def test_export_then_segment(evaluated_run, capsys):
     base, data, run = evaluated_run
     model = base / "model"
     assert main(["export", str(run), str(model), "--name", "tiny-femur", "--version", "0.1.0"]) == 0
-    card = json.loads((model / "model.json").read_text())
-    summary = json.loads((run / "evaluation" / "summary.json").read_text())
+    card = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    summary = json.loads((run / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     assert card["name"] == "tiny-femur" and card["version"] == "0.1.0"
     assert [f["fold"] for f in card["folds"]] == [0, 1]
     assert all((model / f["onnx"]).is_file() and (model / f["weights"]).is_file()
@@ -138,7 +138,7 @@ def test_export_then_segment(evaluated_run, capsys):
     assert "output exists" in capsys.readouterr().err
 
     # the exported ensemble segments with the core CLI; fold 1 alone reproduces the evaluation
-    splits = json.loads((run / "splits.json").read_text())
+    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
     name = splits[1]["val"][0]
     out = base / f"{name}_seg.nii.gz"
     assert femurseg(["segment", str(data / "imagesTr" / f"{name}_0000.nii.gz"), "-o", str(out),
@@ -156,7 +156,7 @@ def test_table_combines_runs(evaluated_run):
     base, _, run = evaluated_run
     out = base / "table2"
     assert main(["table", str(run), str(run), "-o", str(out), "--pp", "both"]) == 0
-    lines = [ln for ln in (out / "table.md").read_text().splitlines() if ln.startswith("| 3D")]
+    lines = [ln for ln in (out / "table.md").read_text(encoding="utf-8").splitlines() if ln.startswith("| 3D")]
     assert len(lines) == 4 and lines[1].startswith("| 3D tiny + PP |")
     assert (out / "roc_pr.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "boxplots.png").read_bytes()[:8] == PNG_MAGIC
@@ -166,7 +166,7 @@ def test_export_half_precision(evaluated_run):
     base, _, run = evaluated_run
     model = base / "model_half"
     assert main(["export", str(run), str(model), "--half"]) == 0
-    card = json.loads((model / "model.json").read_text())
+    card = json.loads((model / "model.json").read_text(encoding="utf-8"))
     assert card["export_checks"]["weights_dtype"] == "float16"
     assert card["export_checks"]["phantom_onnx_vs_torch_max_abs_diff"] <= 1e-4
     state = torch.load(model / "fold_0.pt", weights_only=True)
