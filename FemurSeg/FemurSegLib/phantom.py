@@ -229,13 +229,15 @@ class _Canvas:
         self.tissues = np.zeros(grid.shape, dtype=np.uint8)
 
     def paint(self, box, fn: Callable, value, tissue: str, label: Optional[int] = None,
-              cortex: Optional[Tuple[object, object]] = None) -> None:
+              cortex: Optional[Tuple[object, object]] = None, label_inside_cortex: bool = False) -> None:
         """Blend ``value`` into the image by the partial volume of ``fn < 0``; set ``label``.
 
         ``value`` is a number or a full-grid array. With ``cortex=(thickness, cortex_value)`` the
         outer ``thickness`` mm (a number, or a function of the coordinates) get ``cortex_value``.
         If ``fn`` returns a pair, its second member is the region to label (e.g. the hip bone
-        without the pubis, or the sacrum without its unlabelled lower part).
+        without the pubis, or the sacrum without its unlabelled lower part). With
+        ``label_inside_cortex`` only the marrow inside the cortex is labelled (the real femur masks
+        follow the inner edge of the dark cortical band).
         """
         if box is None:
             return
@@ -255,6 +257,8 @@ class _Canvas:
             region += _fraction(F + t, w) * (_take(value, box) - region)
             self.tissues[box][F < 0] = TISSUES["cortex"]
             self.tissues[box][F + t < 0] = TISSUES[tissue]
+            if label_inside_cortex:
+                F_label = F_label + t
         if label is not None:
             self.labels[box][np.broadcast_to(F_label < 0, F.shape)] = label
 
@@ -322,8 +326,8 @@ def sample_parameters(seed: int) -> Dict[str, object]:
             "shaft_tilt": u(-8.0, 0.0),       # degrees, + = distal end medial
             "shaft_ap_tilt": u(-3.0, 3.0),
             "neck_length": r * u(2.0, 2.3),
-            "shaft_radius": u(10.5, 12.5),
-            "shaft_cortex": u(2.8, 4.2),
+            "shaft_radius": u(13.0, 15.0),
+            "shaft_cortex": u(5.0, 6.5),
             "head_cortex": u(1.2, 1.8),
             "cup_inclination": u(45.0, 58.0),
             "cup_anteversion": u(12.0, 25.0),
@@ -434,10 +438,14 @@ class _Femur:
         return _smin(F, lesser, 5.0)
 
     def cortex_thickness(self, p):
-        """Thin subchondral cortex at the head and neck, thick cortex on the shaft."""
-        J, s = _pt(self.junction), _pt(self.shaft)
-        along = (p[0] - J[0]) * s[0] + (p[1] - J[1]) * s[1] + (p[2] - J[2]) * s[2]
-        t = np.clip((along - 25.0) * (1.0 / 45.0), 0.0, 1.0)
+        """Thin subchondral cortex at the head and neck, thick cortex on the shaft.
+
+        The thickness grows from 30 to 75 mm below the head centre (along the shaft), as the dark
+        band measured on the real scans: 1-3 mm down to the lesser trochanter, 5-7 mm lower down.
+        """
+        H, s = _pt(self.head), _pt(self.shaft)
+        along = (p[0] - H[0]) * s[0] + (p[1] - H[1]) * s[1] + (p[2] - H[2]) * s[2]
+        t = np.clip((along - 30.0) * (1.0 / 45.0), 0.0, 1.0)
         return self.cortex[0] + (self.cortex[1] - self.cortex[0]) * t
 
 
@@ -733,7 +741,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
              label=SACRUM, cortex=(1.8, v["cortex"]))
 
     # each side: iliacus and psoas, femoral vessels, hip bone, joint cartilage, femur
-    marrow = v["marrow"] * (1.0 + 0.11 * fine)
+    marrow = v["marrow"] * (1.0 + 0.035 * fine + 0.05 * organ_field)
     pelvis_marrow = v["marrow"] * 0.97 * (1.0 + 0.1 * fine)
     for side, name in ((-1, "right"), (1, "left")):
         femur = _Femur(a, p[name])
@@ -763,7 +771,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
         cv.paint(box((0, -60, -80), (a + 60, 100, 160)), on_side(hip.sdf), pelvis_marrow, "marrow",
                  label=ILIUM, cortex=(1.6, v["cortex"]))
         cv.paint(box(*femur.bounds()), on_side(femur.sdf), marrow, "marrow", label=FEMUR,
-                 cortex=(on_side(femur.cortex_thickness), v["cortex"]))
+                 cortex=(on_side(femur.cortex_thickness), v["cortex"]), label_inside_cortex=True)
     return cv.image, cv.labels, cv.tissues
 
 
