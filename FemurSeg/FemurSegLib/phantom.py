@@ -680,7 +680,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     v, a, sp, shape = p["contrast"], p["half_separation"], grid.spacing, grid.shape
     cv = _Canvas(grid)
     full = grid.full()
-    fine = _smooth_noise(rng, shape, sp, (0.7, 0.7, 1.0))
+    fine = _smooth_noise(rng, shape, sp, (0.5, 0.5, 1.0))
     streak = _smooth_noise(rng, shape, sp, (0.6, 6.0, 2.0))
     septa_field = _smooth_noise(rng, shape, sp, (7.0, 18.0, 8.0), coarse=4)
     organ_field = _smooth_noise(rng, shape, sp, (5.0, 5.0, 5.0), coarse=2)
@@ -741,7 +741,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
              label=SACRUM, cortex=(1.8, v["cortex"]))
 
     # each side: iliacus and psoas, femoral vessels, hip bone, joint cartilage, femur
-    marrow = v["marrow"] * (1.0 + 0.035 * fine + 0.05 * organ_field)
+    marrow = v["marrow"] * (1.0 + 0.08 * fine + 0.05 * organ_field)
     pelvis_marrow = v["marrow"] * 0.97 * (1.0 + 0.1 * fine)
     for side, name in ((-1, "right"), (1, "left")):
         femur = _Femur(a, p[name])

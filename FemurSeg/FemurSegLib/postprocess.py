@@ -17,7 +17,6 @@ from typing import Tuple
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage as ndi
 
 from .errors import InputError
 from .io import ijk_to_lps
@@ -37,8 +36,12 @@ def _ranked_components(mask: np.ndarray, connectivity: int
     """Component label array, component labels largest first, and their voxel counts."""
     if connectivity not in (6, 26):
         raise ValueError(f"connectivity must be 6 or 26, not {connectivity!r}")
-    structure = ndi.generate_binary_structure(3, 1 if connectivity == 6 else 3)
-    labels, n = ndi.label(_check_mask(mask), structure=structure)
+    # SimpleITK (already loaded for I/O) rather than scipy.ndimage: importing scipy costs about
+    # a second of the ~5 s budget of `femurseg segment`. Labels follow raster order, as ndi.label.
+    binary = np.ascontiguousarray(_check_mask(mask), dtype=np.uint8)
+    cc = sitk.ConnectedComponent(sitk.GetImageFromArray(binary), connectivity == 26)
+    labels = sitk.GetArrayFromImage(cc).astype(np.int32, copy=False)
+    n = int(labels.max()) if labels.size else 0
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     order = np.argsort(-sizes, kind="stable")  # ties: lower label = earlier first voxel
     return labels, order + 1, sizes[order]
