@@ -47,8 +47,9 @@ class _Progress:
         if mode == "bar":
             try:
                 from tqdm import tqdm
-                self.bar = tqdm(total=100, desc=label, unit="%", leave=False,
-                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+                # disable=None: no bar when stderr is not a terminal (logs, pipes)
+                self.bar = tqdm(total=100, desc=label, leave=False, disable=None,
+                                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}")
             except ImportError:  # pragma: no cover - tqdm is a dependency
                 self.mode = "none"
 
@@ -60,7 +61,7 @@ class _Progress:
                 sys.stderr.flush()
         elif self.bar is not None:
             self.bar.n = pct
-            self.bar.set_postfix_str(message, refresh=False)
+            self.bar.set_description_str(f"{self.label} [{message}]", refresh=False)
             self.bar.refresh()
         self.last = pct
 
