@@ -7,7 +7,7 @@ STAMP := $(VENV)/.femurseg-installed
 # unpinned torch would pull a multi-GB CUDA build. Users may use any recent torch.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo test bench train-default clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_inference.py
+
+# hours on CPU: run in the background, never in CI (resumable: run again to continue)
+train-default: setup
+	scripts/train_default_model.sh
 
 clean-venv:
 	rm -rf $(VENV)
