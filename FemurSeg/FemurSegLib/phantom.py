@@ -328,10 +328,12 @@ def sample_parameters(seed: int) -> Dict[str, object]:
             "anteversion": u(15.0, 30.0),     # with the usual external rotation of the legs
             "shaft_tilt": u(-8.0, 0.0),       # degrees, + = distal end medial
             "shaft_ap_tilt": u(-3.0, 3.0),
-            "neck_length": r * u(2.0, 2.3),
+            "neck_length": r * u(1.7, 1.95),
             "shaft_radius": u(13.0, 15.0),
             "shaft_cortex": u(5.0, 6.5),
             "head_cortex": u(1.2, 1.8),
+            "calcar_cortex": u(3.5, 5.0),
+            "physeal_scar": u(0.45, 0.6),   # distance from the head centre, in head radii
             "cup_inclination": u(45.0, 58.0),
             "cup_anteversion": u(12.0, 25.0),
             "joint_gap": u(2.5, 3.5),
@@ -367,7 +369,7 @@ def tissue_values(rng: np.random.Generator) -> Dict[str, float]:
     """
     scale = rng.uniform(0.9, 1.1)
     fat = rng.uniform(430.0, 490.0) * scale
-    muscle = rng.uniform(190.0, 240.0) * scale
+    muscle = rng.uniform(175.0, 220.0) * scale
     return {
         "fat": fat,
         "marrow": fat * rng.uniform(0.85, 1.0),
@@ -421,6 +423,9 @@ class _Femur:
         self.posterior = post if post[1] > 0 else -post
         self.r_shaft = sp["shaft_radius"]
         self.cortex = (sp["head_cortex"], sp["shaft_cortex"])
+        self.calcar = sp["calcar_cortex"]
+        self.neck = neck
+        self.scar = self.head - sp["physeal_scar"] * self.r_head * neck
 
     def bounds(self):
         lo = np.minimum(self.head - self.r_head, self.junction - 45.0) - 5.0
@@ -433,7 +438,7 @@ class _Femur:
         F = _sphere(p, self.head, self.r_head)
         F = _smin(F, _capsule(p, self.head, J, 0.66 * self.r_head, y_scale=0.82), 5.0)
         shaft = _capsule(p, J - 12.0 * s, J + 1000.0 * s, self.r_shaft)
-        body = _ellipsoid(p, J + 12.0 * s + 3.0 * post, (self.r_shaft + 9, self.r_shaft + 8, 30.0))
+        body = _ellipsoid(p, J + 12.0 * s + 3.0 * post, (1.5 * self.r_shaft, 1.43 * self.r_shaft, 30.0))
         F = _smin(F, _smin(shaft, body, 10.0), 10.0)
         greater = _ellipsoid(p, J - 14.0 * s + 13.0 * lat + 10.0 * post, (11.0, 14.0, 20.0))
         F = _smin(F, greater, 8.0)
@@ -441,15 +446,40 @@ class _Femur:
         return _smin(F, lesser, 5.0)
 
     def cortex_thickness(self, p):
-        """Thin subchondral cortex at the head and neck, thick cortex on the shaft.
+        """Thin cortex at the head and greater trochanter, thick on the shaft and the calcar.
 
-        The thickness grows from 30 to 75 mm below the head centre (along the shaft), as the dark
-        band measured on the real scans: 1-3 mm down to the lesser trochanter, 5-7 mm lower down.
+        As the dark band measured on the real scans: 0-3 mm laterally down to the lesser
+        trochanter, 2-5 mm on the medial side of the neck (the calcar), 5-7 mm on the shaft from
+        about 75 mm below the head centre.
         """
-        H, s = _pt(self.head), _pt(self.shaft)
+        H, s, J, lat = _pt(self.head), _pt(self.shaft), _pt(self.junction), _pt(self.lateral)
         along = (p[0] - H[0]) * s[0] + (p[1] - H[1]) * s[1] + (p[2] - H[2]) * s[2]
+        medial = (J[0] - p[0]) * lat[0] + (J[1] - p[1]) * lat[1] + (J[2] - p[2]) * lat[2]
         t = np.clip((along - 30.0) * (1.0 / 45.0), 0.0, 1.0)
-        return self.cortex[0] + (self.cortex[1] - self.cortex[0]) * t
+        shaft = self.cortex[0] + (self.cortex[1] - self.cortex[0]) * t
+        calcar = (self.calcar * np.clip((along - 20.0) * (1.0 / 12.0), 0.0, 1.0)
+                  * np.clip(medial * (1.0 / 8.0), 0.0, 1.0))
+        return np.maximum(shaft, calcar)
+
+    def marrow_shading(self, p):
+        """Relative marrow brightness: fatty greater trochanter brighter, the shaft darker.
+
+        Real scans (marrow median over head, neck, greater trochanter, intertrochanteric region,
+        shaft): about 1.0, 1.0, 1.1, 0.96, 0.9.
+        """
+        H, s, J, lat = _pt(self.head), _pt(self.shaft), _pt(self.junction), _pt(self.lateral)
+        along = (p[0] - H[0]) * s[0] + (p[1] - H[1]) * s[1] + (p[2] - H[2]) * s[2]
+        lateral = (p[0] - J[0]) * lat[0] + (p[1] - J[1]) * lat[1] + (p[2] - J[2]) * lat[2]
+        shaft = np.clip((along - 30.0) * (1.0 / 60.0), 0.0, 1.0)
+        trochanter = np.clip((lateral - 5.0) * (1.0 / 12.0), 0.0, 1.0) * (1.0 - shaft)
+        return 1.0 + 0.1 * trochanter - 0.1 * shaft
+
+    def scar_darkening(self, p):
+        """Relative darkening (0..0.3) along the physeal scar, a thin plane across the head base."""
+        c, n = _pt(self.scar), _pt(self.neck)
+        d = (p[0] - c[0]) * n[0] + (p[1] - c[1]) * n[1] + (p[2] - c[2]) * n[2]
+        near = _length(p[0] - c[0], p[1] - c[1], p[2] - c[2]) < 1.2 * self.r_head
+        return np.where(near, 0.3 * np.exp(-(d * (1.0 / 0.8)) ** 2), 0.0)
 
 
 class _HipBone:
@@ -685,7 +715,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     cv = _Canvas(grid)
     full = grid.full()
     fine = _smooth_noise(rng, shape, sp, (0.5, 0.5, 1.0))
-    streak = _smooth_noise(rng, shape, sp, (0.6, 6.0, 2.0))
+    streak = _smooth_noise(rng, shape, sp, (0.6, 2.0, 2.0))
     septa_field = _smooth_noise(rng, shape, sp, (7.0, 18.0, 8.0), coarse=4)
     organ_field = _smooth_noise(rng, shape, sp, (5.0, 5.0, 5.0), coarse=2)
     patch_field = _smooth_noise(rng, shape, sp, (15.0, 25.0, 15.0), coarse=4)
@@ -699,7 +729,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     del q
     cv.paint(full, lambda _: skin, v["skin"], "skin")
     cv.paint(full, lambda _: skin + np.float32(1.5), v["fat"] * (1.0 + 0.035 * fine), "fat")
-    muscle = v["muscle"] * (1.0 + 0.06 * streak + 0.04 * fine + 0.07 * patch_field)
+    muscle = v["muscle"] * (1.0 + 0.12 * streak + 0.05 * fine + 0.07 * patch_field)
     muscle += np.exp(-(septa_field * np.float32(1 / 0.1)) ** 2) * (np.float32(0.92 * v["fat"]) - muscle)
     cv.paint(full, lambda _: deep, muscle, "muscle")
     del skin, deep
@@ -725,7 +755,9 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
              lambda q: _ellipsoid(q, (0.0, 10.0, -18.0), (20.0, 15.0, 17.0)), 1.15 * v["muscle"], "organ")
 
     # lumbar spine and sacrum
-    vert = v["marrow"] * 0.95 * (1.0 + 0.08 * fine)
+    # vertebral marrow is darker than the pelvis' (real: 0.55-0.75 times the femoral marrow)
+    vert = v["marrow"] * 0.65 * (1.0 + 0.1 * fine)
+    sacral = v["marrow"] * 0.97 * (1.0 + 0.12 * fine)
     disc = p["spine"]["disc"]
     for z0, z1, y in _spine_levels(p["spine"], sac):
         zc = 0.5 * (z0 + z1)
@@ -741,12 +773,12 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
                  v["disc"], "disc", label=SPINE)
     # the real masks label the sacrum down to about S3 only
     cv.paint(grid.box((-70, 0, -15), (70, 160, 140)),
-             lambda q: (lambda F: (F, np.maximum(F, sac.top - 45.0 - q[2])))(sac.sdf(q)), vert, "marrow",
+             lambda q: (lambda F: (F, np.maximum(F, sac.top - 45.0 - q[2])))(sac.sdf(q)), sacral, "marrow",
              label=SACRUM, cortex=(1.8, v["cortex"]))
 
     # each side: iliacus and psoas, femoral vessels, hip bone, joint cartilage, femur
     marrow = v["marrow"] * (1.0 + 0.075 * fine + 0.08 * organ_field + 0.04 * patch_field)
-    pelvis_marrow = v["marrow"] * 0.97 * (1.0 + 0.1 * fine)
+    pelvis_marrow = v["marrow"] * 0.97 * (1.0 + 0.14 * fine + 0.05 * organ_field)
     for side, name in ((-1, "right"), (1, "left")):
         femur = _Femur(a, p[name])
         hip = _HipBone(femur, p[name], a, sac)
@@ -774,7 +806,12 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
                  on_side(lambda q, c=c, r=hip.r_cup - 0.5: _sphere(q, c, r)), v["cartilage"], "cartilage")
         cv.paint(box((0, -60, -80), (a + 60, 100, 160)), on_side(hip.sdf), pelvis_marrow, "marrow",
                  label=ILIUM, cortex=(1.6, v["cortex"]))
-        cv.paint(box(*femur.bounds()), on_side(femur.sdf), marrow, "marrow", label=FEMUR,
+        femur_box = box(*femur.bounds())
+        if femur_box is not None:
+            q = _mirrored(grid.coords(femur_box), side)
+            marrow[femur_box] *= femur.marrow_shading(q) - femur.scar_darkening(q)
+            del q
+        cv.paint(femur_box, on_side(femur.sdf), marrow, "marrow", label=FEMUR,
                  cortex=(on_side(femur.cortex_thickness), v["cortex"]), label_inside_cortex=True)
     return cv.image, cv.labels, cv.tissues
 
@@ -811,7 +848,7 @@ def _bias_field(grid: _Grid, p: dict, image: np.ndarray, femoral_marrow: np.ndar
     c = p["bias"]["coefficients"]
     out = np.exp(c[0] * X + c[1] * Y + c[2] * Z + c[3] * X * X + c[4] * Z * Z + c[5] * X * Z)
     out *= 1.0 + p["bias"]["coil"] * np.minimum(Y * Y, 1.5)
-    flank = np.clip((np.abs(X) - 0.55) * (1 / 0.4), 0.0, 1.0)
+    flank = np.clip((np.abs(X) - 0.75) * (1 / 0.25), 0.0, 1.0)  # lateral of the femurs
     flank *= flank
     del x, y, z, X, Y, Z
     # bisection on a regular subsample (the percentile grows with the gain)
