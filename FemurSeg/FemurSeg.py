@@ -91,7 +91,7 @@ class FemurSegParameterNode:
     model: str = ""
     modelFolder: pathlib.Path
     device: Annotated[str, Choice(list(FemurSegMRML.DEVICES))] = "auto"
-    tta: bool = True
+    tta: bool = False  # explicit choice; off by default: about twice the time for a small gain
     probabilityMap: bool = False
     splitSides: bool = True
     smoothing: Annotated[float, WithinRange(0.0, 1.0)] = FemurSegMRML.DEFAULT_SMOOTHING

@@ -157,7 +157,8 @@ class JobOptions:
 
     model: Optional[str] = None  # bundled model name or model folder; None: the CLI's default
     device: str = "auto"  # "auto", "cpu" or "gpu" (also accepted: "cuda", "mps")
-    tta: bool = True  # flip test-time augmentation
+    tta: Optional[bool] = None  # flip test-time augmentation; None: the model's default
+    #                             (on a GPU; on the CPU only where the card says it pays)
     probabilities: bool = False  # also load the probability map
     split: bool = True  # name the femurs "Right femur" / "Left femur" when both are in view
     smoothing: float = DEFAULT_SMOOTHING  # closed-surface smoothing (display and STL)
@@ -177,7 +178,7 @@ def cli_device(device: str, platform: str = sys.platform) -> str:
 
 def build_command(python: str, input_path: os.PathLike, output_path: os.PathLike, *,
                   model: Optional[str] = None, device: str = "auto",
-                  probabilities: Optional[os.PathLike] = None, tta: bool = True,
+                  probabilities: Optional[os.PathLike] = None, tta: Optional[bool] = None,
                   split: bool = True, overwrite: bool = True) -> List[str]:
     """The command line that segments ``input_path`` into ``output_path`` (a .seg.nrrd)."""
     cmd = [str(python), "-m", "FemurSegLib.cli", "segment", str(input_path),
@@ -187,8 +188,8 @@ def build_command(python: str, input_path: os.PathLike, output_path: os.PathLike
     cmd += ["--device", cli_device(device)]
     if probabilities is not None:
         cmd += ["--probabilities", str(probabilities)]
-    if not tta:
-        cmd.append("--no-tta")
+    if tta is not None:
+        cmd.append("--tta" if tta else "--no-tta")
     if not split:
         cmd.append("--no-split")
     if overwrite:

@@ -123,3 +123,25 @@ def test_2d_model_segments(tiny_model_2d_dir):
     img = _phantom_like((6, 40, 36))
     res = Segmenter.from_folder(tiny_model_2d_dir, tta=False).segment(img)
     assert io.grid_mismatch(res.labelmap, img) == ""
+
+
+class _FakeEngine:
+    def __init__(self, device):
+        self.device = device
+
+
+@pytest.mark.parametrize("device,card,expected", [
+    ("cpu", {}, False),                        # CPU: off unless the card says it pays
+    ("cpu", {"tta_on_cpu": True}, True),
+    ("cuda", {}, True),                         # GPU: on
+    ("cuda", {"tta_on_cpu": False}, True),
+])
+def test_default_tta(tiny_model_dir, device, card, expected):
+    from FemurSegLib.inference import default_tta
+    from FemurSegLib.modelfolder import load_model
+
+    model = load_model(tiny_model_dir)
+    model.card["inference"].update(card)
+    assert default_tta(model, [_FakeEngine(device)]) is expected
+    assert Segmenter(model, [_FakeEngine(device)]).tta is expected
+    assert Segmenter(model, [_FakeEngine(device)], tta=not expected).tta is (not expected)

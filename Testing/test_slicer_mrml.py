@@ -217,6 +217,7 @@ def test_write_volume_node_keeps_geometry_in_nrrd(scene, volume, tmp_path):
       "--no-split", "--progress", "lines"]),
     ({"model": "femur-t1-coronal", "device": "auto"},
      ["--model", "femur-t1-coronal", "--device", "auto", "--overwrite", "--progress", "lines"]),
+    ({"tta": True}, ["--device", "auto", "--tta", "--overwrite", "--progress", "lines"]),
 ])
 def test_build_command(kwargs, tail):
     cmd = M.build_command("/bin/PythonSlicer", "/t/in.nrrd", "/t/out.seg.nrrd", **kwargs)

@@ -145,10 +145,11 @@ def cmd_segment(args) -> int:
     model_dir = find_model(args.model)
     t0 = time.perf_counter()
     segmenter = Segmenter.from_folder(model_dir, device=args.device, engine=args.engine,
-                                      folds=folds, tta=not args.no_tta, split=not args.no_split,
+                                      folds=folds, tta=args.tta, split=not args.no_split,
                                       threads=args.threads)
     _say(args, f"model {segmenter.model.name} ({len(segmenter.engines)} fold(s), "
-               f"{segmenter.engines[0].name} on {segmenter.engines[0].device}) loaded in "
+               f"{segmenter.engines[0].name} on {segmenter.engines[0].device}, flip TTA "
+               f"{'on' if segmenter.tta else 'off'}) loaded in "
                f"{time.perf_counter() - t0:.1f} s")
     for i, (src, dst) in enumerate(zip(inputs, outputs)):
         _segment_one(args, segmenter, inputs, i, src, dst)
@@ -289,7 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stl-smoothing", type=float, default=0.5, metavar="S",
                    help="surface smoothing in voxels (0 = none; default 0.5)")
     s.add_argument("--report", metavar="DIR", help="write a PNG montage and segment volumes")
-    s.add_argument("--no-tta", action="store_true", help="no left-right flip test-time augmentation")
+    tta = s.add_mutually_exclusive_group()
+    tta.add_argument("--tta", dest="tta", action="store_true", default=None,
+                     help="average with the left-right flipped volume (default: on a GPU; on "
+                          "the CPU only if the model card says it pays)")
+    tta.add_argument("--no-tta", dest="tta", action="store_false",
+                     help="no left-right flip test-time augmentation")
     s.add_argument("--no-split", action="store_true", help="one 'Femur' segment, not right/left")
     s.add_argument("--folds", metavar="0,1,2,3", help="use only these folds of the ensemble")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")

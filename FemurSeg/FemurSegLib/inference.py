@@ -211,6 +211,14 @@ def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *
     return (total / len(runs)).astype(np.float32)
 
 
+def default_tta(model: Model, engines: Sequence[Engine]) -> bool:
+    """Flip test-time augmentation when nothing says otherwise: on a GPU always; on the CPU only
+    if the model card's ``inference.tta_on_cpu`` says it pays (it doubles the network time)."""
+    if any(e.device != "cpu" for e in engines):
+        return True
+    return bool(model.inference.get("tta_on_cpu", False))
+
+
 @dataclass
 class Result:
     labelmap: sitk.Image          # uint8 on the input grid: 1 = femur, or 1 = right, 2 = left
@@ -224,16 +232,17 @@ class Result:
 class Segmenter:
     """A loaded model ready to segment images (the model is read and verified once)."""
 
-    def __init__(self, model: Model, engines: Sequence[Engine], *, tta: bool = True,
+    def __init__(self, model: Model, engines: Sequence[Engine], *, tta: Optional[bool] = None,
                  split: bool = True):
         self.model = model
         self.engines = list(engines)
-        self.tta = tta
+        self.tta = default_tta(model, self.engines) if tta is None else bool(tta)
         self.split = split
 
     @classmethod
     def from_folder(cls, model_dir, *, device: str = "auto", engine: str = "auto",
-                    folds: Optional[List[int]] = None, tta: bool = True, split: bool = True,
+                    folds: Optional[List[int]] = None, tta: Optional[bool] = None,
+                    split: bool = True,
                     threads: Optional[int] = None) -> "Segmenter":
         model = load_model(model_dir, folds=folds, need=needs_for(engine))
         return cls(model, make_engines(model, device, engine, threads), tta=tta, split=split)
