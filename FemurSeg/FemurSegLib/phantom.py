@@ -57,8 +57,10 @@ LIP_DIRECTION = np.array([[1.0, 0.0, 0.0],
 
 DEFAULT_SIZE = (384, 384, 40)
 DEFAULT_SPACING = (0.911, 0.911, 5.2)
-#: The real femur masks end this far (mm) into the dark cortical band, not at its outer edge
-#: (measured: intensity profiles across the mask edge, and the median of the mask's outer rim).
+#: The real femur masks end this far (mm) into the dark cortical band, not at its outer edge,
+#: and at most 40% into a thin cortex (head and neck): measured by intensity profiles across
+#: the mask edge (darkest 1-4 mm outside it on the shaft, 1 mm outside it at the head) and the
+#: median of the mask's outer rim.
 LABEL_INTO_CORTEX_MM = 1.5
 #: In-plane point-spread function of the scanner (mm, standard deviation of a Gaussian).
 PSF_MM = 0.45
@@ -274,7 +276,7 @@ class _Canvas:
             self.tissues[box][F < 0] = TISSUES["cortex"]
             self.tissues[box][F + t < 0] = TISSUES[tissue]
             if label_inside_cortex:
-                F_label = F_label + np.maximum(t - np.float32(LABEL_INTO_CORTEX_MM), 0.0)
+                F_label = F_label + np.maximum(t - np.float32(LABEL_INTO_CORTEX_MM), np.float32(0.6) * t)
         if label is not None:
             self.labels[box][np.broadcast_to(F_label < 0, F.shape)] = label
 
@@ -350,7 +352,7 @@ def sample_parameters(seed: int) -> Dict[str, object]:
             "shaft_radius": u(13.0, 15.0),
             "shaft_cortex": u(5.0, 6.5),
             "head_cortex": u(1.2, 1.8),
-            "calcar_cortex": u(3.5, 5.0),
+            "calcar_cortex": u(2.5, 4.0),
             "physeal_scar": u(0.45, 0.6),   # distance from the head centre, in head radii
             "cup_inclination": u(45.0, 58.0),
             "cup_anteversion": u(12.0, 25.0),
@@ -458,7 +460,7 @@ class _Femur:
         shaft = _capsule(p, J - 12.0 * s, J + 1000.0 * s, self.r_shaft)
         body = _ellipsoid(p, J + 12.0 * s + 3.0 * post, (1.5 * self.r_shaft, 1.43 * self.r_shaft, 30.0))
         F = _smin(F, _smin(shaft, body, 10.0), 10.0)
-        greater = _ellipsoid(p, J - 14.0 * s + 13.0 * lat + 10.0 * post, (11.0, 14.0, 20.0))
+        greater = _ellipsoid(p, self.trochanter, (11.0, 14.0, 20.0))
         F = _smin(F, greater, 8.0)
         lesser = _ellipsoid(p, J + 30.0 * s - (self.r_shaft + 2.0) * lat + 8.0 * post, (8.0, 7.0, 9.0))
         return _smin(F, lesser, 5.0)
@@ -467,17 +469,51 @@ class _Femur:
         """Thin cortex at the head and greater trochanter, thick on the shaft and the calcar.
 
         As the dark band measured on the real scans: 0-3 mm laterally down to the lesser
-        trochanter, 2-5 mm on the medial side of the neck (the calcar), 5-7 mm on the shaft from
-        about 75 mm below the head centre.
+        trochanter, 0-5 mm (median 2.7) on the medial side of the neck (the calcar), 5-7 mm on
+        the shaft from about 80 mm below the head centre.
         """
         H, s, J, lat = _pt(self.head), _pt(self.shaft), _pt(self.junction), _pt(self.lateral)
         along = (p[0] - H[0]) * s[0] + (p[1] - H[1]) * s[1] + (p[2] - H[2]) * s[2]
         medial = (J[0] - p[0]) * lat[0] + (J[1] - p[1]) * lat[1] + (J[2] - p[2]) * lat[2]
-        t = np.clip((along - 30.0) * (1.0 / 45.0), 0.0, 1.0)
+        t = np.clip((along - 40.0) * (1.0 / 40.0), 0.0, 1.0)
         shaft = self.cortex[0] + (self.cortex[1] - self.cortex[0]) * t
         calcar = (self.calcar * np.clip((along - 20.0) * (1.0 / 12.0), 0.0, 1.0)
                   * np.clip(medial * (1.0 / 8.0), 0.0, 1.0))
         return np.maximum(shaft, calcar)
+
+    def capsule_sdf(self, p, gap: float = 3.0):
+        """The joint capsule: a dark sleeve 2 mm thick from the acetabular rim to the trochanters.
+
+        On the real scans the capsule and its ligaments line the neck above and below as dark
+        bands between the bone and the surrounding muscle and fat.
+        """
+        H, n = _pt(self.head), _pt(-self.neck)
+        r, length = self.r_head, float(np.linalg.norm(self.junction - self.head))
+        dx, dy, dz = p[0] - H[0], p[1] - H[1], p[2] - H[2]
+        along = dx * n[0] + dy * n[1] + dz * n[2]
+        rho = _length(dx - along * n[0], dy - along * n[1], dz - along * n[2])
+        t0, t1 = 0.45 * r, length - 6.0
+        r0 = math.sqrt(max((r + gap) ** 2 - t0 ** 2, 1.0)) + 1.0
+        radius = _interp(along, [t0, t1], [r0, 0.66 * r + gap + 2.0])
+        sleeve = np.abs(rho - radius) - 1.0
+        return np.maximum(sleeve, np.maximum(t0 - along, along - t1))
+
+    @property
+    def trochanter(self) -> Vec:
+        """Centre of the greater trochanter."""
+        return self.junction - 14.0 * self.shaft + 13.0 * self.lateral + 10.0 * self.posterior
+
+    def tendon_sdf(self, p):
+        """Gluteus medius and minimus tendons: a dark cap 2 mm thick on the greater trochanter."""
+        G, u = _pt(self.trochanter), _pt(_unit(self.lateral - self.shaft))
+        d = _length(p[0] - G[0], p[1] - G[1], p[2] - G[2])
+        up = (p[0] - G[0]) * u[0] + (p[1] - G[1]) * u[1] + (p[2] - G[2]) * u[2]
+        return np.maximum(np.abs(self.sdf(p) - 1.0) - 1.0, np.maximum(d - 26.0, 4.0 - up))
+
+    def capsule_bounds(self):
+        lo = np.minimum(self.head, self.junction) - self.r_head - 12.0
+        hi = np.maximum(self.head, self.junction) + self.r_head + 12.0
+        return lo, hi
 
     def marrow_shading(self, p):
         """Relative marrow brightness: fatty greater trochanter brighter, the shaft darker.
@@ -493,11 +529,11 @@ class _Femur:
         return 1.0 + 0.1 * trochanter - 0.1 * shaft
 
     def scar_darkening(self, p):
-        """Relative darkening (0..0.3) along the physeal scar, a thin plane across the head base."""
+        """Relative darkening (0..0.15) along the physeal scar, a thin plane across the head base."""
         c, n = _pt(self.scar), _pt(self.neck)
         d = (p[0] - c[0]) * n[0] + (p[1] - c[1]) * n[1] + (p[2] - c[2]) * n[2]
         near = _length(p[0] - c[0], p[1] - c[1], p[2] - c[2]) < 1.2 * self.r_head
-        return np.where(near, 0.3 * np.exp(-(d * (1.0 / 0.8)) ** 2), 0.0)
+        return np.where(near, 0.15 * np.exp(-(d * (1.0 / 0.8)) ** 2), 0.0)
 
 
 class _HipBone:
@@ -822,6 +858,8 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     q = grid.coords(full)
     skin = _body(q, b, a)
     deep = skin + np.float32(b["fat"]) * _fat_profile(q)
+    # many small muscles (and fat planes) around the hips, few big ones along the thighs
+    hip_region = np.clip((q[2] + np.float32(90.0)) * np.float32(1.0 / 40.0), 0.0, 1.0)
     del q
     cv.paint(full, lambda _: skin, v["skin"], "skin")
     cv.paint(full, lambda _: skin + np.float32(1.5), v["fat"] * (1.0 + 0.035 * fine), "fat")
@@ -831,8 +869,9 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     fat_weight = _intermuscular_fat(grid, femurs, np.float32(1.0) * septa_field,
                                      np.float32(4.0) + np.float32(1.2) * organ_field)
     for level in (-1.0, 0.0, 1.0):  # several families of thin septa
-        np.maximum(fat_weight, 0.9 * np.exp(-((septa_field - np.float32(level)) * np.float32(1 / 0.08)) ** 2),
-                   out=fat_weight)
+        septa = 0.9 * np.exp(-((septa_field - np.float32(level)) * np.float32(1 / 0.08)) ** 2)
+        np.maximum(fat_weight, septa if level == 0.0 else septa * hip_region, out=fat_weight)
+    del septa, hip_region
     femur_sdf = {}  # muscles attach to the femur: no fat on its surface
     for side, femur in femurs:
         fbox = grid.box(*_mirror_box(*femur.bounds(), side))
@@ -928,6 +967,10 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
             cv.paint(box((a + dx - 10, -56, -300), (a + dx + 20, -30, 55)),
                      on_side(lambda q, p0=p0, p1=p1, r=r: _capsule(q, p0, p1, r)), v["vessel"], "vessel")
         c = femur.head
+        cv.paint(box(*femur.capsule_bounds()),
+                 on_side(femur.capsule_sdf), 0.75 * muscle, "muscle")
+        cv.paint(box(femur.trochanter - 30.0, femur.trochanter + 30.0),
+                 on_side(femur.tendon_sdf), 0.7 * muscle, "muscle")
         cv.paint(box(c - hip.r_cup - 4, c + hip.r_cup + 4),
                  on_side(lambda q, c=c, r=hip.r_cup - 0.5: _sphere(q, c, r)), v["cartilage"], "cartilage")
         cv.paint(box((0, -60, -80), (a + 60, 100, 160)), on_side(hip.sdf), pelvis_marrow, "marrow",
