@@ -145,3 +145,55 @@ def test_default_tta(tiny_model_dir, device, card, expected):
     assert default_tta(model, [_FakeEngine(device)]) is expected
     assert Segmenter(model, [_FakeEngine(device)]).tta is expected
     assert Segmenter(model, [_FakeEngine(device)], tta=not expected).tta is (not expected)
+
+
+@pytest.mark.parametrize("margin,divisor,expected", [
+    ((0, 0, 0), (1, 1, 1), (slice(2, 4), slice(3, 6), slice(5, 6))),
+    ((1, 2, 2), (1, 1, 1), (slice(1, 5), slice(1, 8), slice(3, 8))),
+    ((0, 0, 0), (2, 4, 4), (slice(2, 4), slice(3, 7), slice(4, 8))),   # grown to the divisor
+    ((9, 9, 9), (1, 1, 1), (slice(0, 6), slice(0, 10), slice(0, 12))),  # clipped to the volume
+])
+def test_roi_box(margin, divisor, expected):
+    from FemurSegLib.inference import roi_box
+
+    prob = np.zeros((6, 10, 12), np.float32)
+    prob[2:4, 3:6, 5] = 0.9
+    assert roi_box(prob, 0.5, margin, divisor) == expected
+    assert roi_box(np.zeros((3, 3, 3)), 0.5, margin, divisor) is None
+
+
+class _Counting(Pointwise):
+    def __init__(self):
+        super().__init__()
+        self.voxels = 0
+
+    def __call__(self, x):
+        self.voxels += x[0, 0].size
+        return super().__call__(x)
+
+
+def _model(roi):
+    from types import SimpleNamespace
+
+    inf = {"patch_size": None, "divisor": [1, 1, 1], "tta_flip_axes": [[2]]}
+    if roi:
+        inf["roi"] = {"threshold": 0.5, "margin": [1, 2, 2]}
+    return SimpleNamespace(inference=inf, architecture={"type": "UNet3D"})
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_roi_cascade_is_exact_and_runs_later_folds_on_the_box_only(tta):
+    from FemurSegLib.inference import predict_array
+
+    vol = np.random.default_rng(4).random((8, 20, 24), dtype=np.float32) * 0.4
+    vol[3:5, 6:10, 4:9] = 0.95   # the "femur": the only place above 0.5
+    engines = [_Counting(), _Counting(), _Counting()]
+    out = predict_array(_model(roi=True), engines, vol, tta=tta)
+    np.testing.assert_allclose(out, vol, atol=1e-6)   # pointwise folds: the ensemble is the input
+    full = vol.size * (2 if tta else 1)
+    assert engines[0].voxels == full
+    box = (2 + 2) * (4 + 4) * (5 + 4)                 # bounding box plus margin [1, 2, 2]
+    assert engines[1].voxels == engines[2].voxels == box * (2 if tta else 1)
+    plain = [_Counting() for _ in range(3)]
+    np.testing.assert_allclose(predict_array(_model(roi=False), plain, vol, tta=tta), out, atol=1e-6)
+    assert all(e.voxels == full for e in plain)

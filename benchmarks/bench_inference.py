@@ -10,8 +10,10 @@ reference femur label. Variants run case by case, interleaved, so machine load a
     python benchmarks/bench_inference.py --data DIR --cases 5 --model DIR
 
 Variants:
-  baseline   the dense reference: PyTorch engine, fp32, all folds, flip TTA, whole volume
-  optimised  the default `femurseg segment` (ONNX Runtime and the model card's fast settings)
+  baseline   the dense reference: PyTorch engine, fp32, all folds, flip TTA, every fold on the
+             whole volume (--engine torch --tta --dense)
+  optimised  the default `femurseg segment`: ONNX Runtime, no flip TTA on the CPU, and the
+             region-of-interest cascade of the model card (later folds only around the femurs)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "hip-mri-t1"
 
 VARIANTS = {
-    "baseline": ["--engine", "torch"],            # + TTA (default on) + all folds
+    "baseline": ["--engine", "torch", "--tta", "--dense"],  # fp32, flip TTA, all folds, whole volume
     "optimised": [],                              # the CLI defaults
 }
 

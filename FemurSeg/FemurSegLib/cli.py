@@ -146,6 +146,7 @@ def cmd_segment(args) -> int:
     t0 = time.perf_counter()
     segmenter = Segmenter.from_folder(model_dir, device=args.device, engine=args.engine,
                                       folds=folds, tta=args.tta, split=not args.no_split,
+                                      dense=args.dense,
                                       threads=args.threads)
     _say(args, f"model {segmenter.model.name} ({len(segmenter.engines)} fold(s), "
                f"{segmenter.engines[0].name} on {segmenter.engines[0].device}, flip TTA "
@@ -298,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no left-right flip test-time augmentation")
     s.add_argument("--no-split", action="store_true", help="one 'Femur' segment, not right/left")
     s.add_argument("--folds", metavar="0,1,2,3", help="use only these folds of the ensemble")
+    s.add_argument("--dense", action="store_true", help="run every fold on the whole volume "
+                   "(no region-of-interest cascade; slower, for comparisons)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--quiet", action="store_true", help="print nothing but errors")
     s.add_argument("--progress", default="bar", choices=["bar", "lines", "none"],

@@ -45,6 +45,12 @@ class OnnxEngine(Engine):
             providers.insert(0, "CUDAExecutionProvider")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No per-session memory arena: an ensemble keeps one session per fold, and each arena
+        # would hold the peak activations of a whole volume (4 folds: 1.8 GB instead of 0.7 GB).
+        opts.enable_cpu_mem_arena = False
+        # Worker threads sleep instead of spinning between operators: kinder to a CPU shared
+        # with Slicer's GUI or other jobs, where spinning threads slowed each other down.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = int(threads)
         try:
