@@ -867,10 +867,12 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
     # fat planes between the muscles, and thin septa within them
     femurs = [(-1, _Femur(a, p["right"])), (1, _Femur(a, p["left"]))]
     fat_weight = _intermuscular_fat(grid, femurs, np.float32(1.0) * septa_field,
-                                     np.float32(4.0) + np.float32(1.2) * organ_field)
+                                     (np.float32(4.0) + np.float32(1.2) * organ_field)
+                                     * (np.float32(0.5) + np.float32(0.5) * hip_region))
     for level in (-1.0, 0.0, 1.0):  # several families of thin septa
         septa = 0.9 * np.exp(-((septa_field - np.float32(level)) * np.float32(1 / 0.08)) ** 2)
-        np.maximum(fat_weight, septa if level == 0.0 else septa * hip_region, out=fat_weight)
+        np.maximum(fat_weight, septa * (np.float32(0.5) + np.float32(0.5) * hip_region) if level == 0.0
+                   else septa * hip_region, out=fat_weight)
     del septa, hip_region
     femur_sdf = {}  # muscles attach to the femur: no fat on its surface
     for side, femur in femurs:
@@ -952,7 +954,7 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
         cx, cz = float(femur.head[0]), float(femur.head[2])
         cv.paint(box((cx - 75.0, -60.0, cz - 70.0), (cx - 10.0, 80.0, cz + 40.0)),
                  on_side(lambda q, cx=cx, cz=cz: np.maximum(
-                     np.maximum(hip.sdf(q)[0] - 12.0, q[0] - (cx - 15.0)),
+                     np.maximum(hip.sdf(q)[0] - 8.0, q[0] - (cx - 15.0)),
                      np.maximum(q[2] - (cz + 35.0), (cz - 65.0) - q[2]))), muscle, "muscle")
         cv.paint(box((0, -80, 0), (a + 70, 90, 170)), on_side(hip.iliacus), muscle, "muscle")
         pts = [(28.0, p["spine"]["y"] + 4.0, 240.0), (44.0, 8.0, 110.0), (62.0, -16.0, 30.0),
