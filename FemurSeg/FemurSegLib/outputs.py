@@ -165,15 +165,14 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
     * a Gaussian of ``smoothing`` voxels (standard deviation along each axis, in that axis's
       voxels; 0 = none) rounds off the remaining voxel edges and slice terraces;
     * the level is chosen so that the volume enclosed on the grid equals the voxels' volume
-      (an offset of at most half the finest spacing), which undoes the slight shrinkage of
-      convex parts by the interpolation and the blur;
+      (first from a count of grid cells, offset at most half the finest spacing; then one
+      secant step on the measured mesh volume, offset at most one finest spacing), which
+      undoes the shrinkage of convex and thin parts by the interpolation and the blur;
     * marching cubes contours that level; vertices go through the full index -> LPS matrix
       (anisotropic and oblique grids alike) and triangles are ordered with outward normals.
 
     Returns ``(vertices (N, 3) float64, faces (M, 3) int64)``; ``M == 0`` for an empty mask.
     """
-    from skimage import measure
-
     smoothing = _check_smoothing(smoothing)
     mask = np.asarray(mask, dtype=bool)
     m = np.asarray(ijk_to_lps, dtype=np.float64)
@@ -201,7 +200,31 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
     # grid equals the voxels' volume.
     cells = min(max(int(round(np.count_nonzero(crop) / float(np.prod(step)))), 1), field.size)
     level = float(np.partition(field, field.size - cells, axis=None)[field.size - cells])
-    level = np.float32(np.clip(level, -0.5 * fine, 0.5 * fine))
+    level = float(np.clip(level, -0.5 * fine, 0.5 * fine))
+    lps, faces = _mesh_at(field, level, step, lo, m)
+    # The grid-cell count above is a good first guess; thin parts (a femoral neck across 5 mm
+    # slices) can still come out a few percent small. One secant step on the level, with the
+    # surface area as the volume's derivative (dV = -area * dlevel), fixes that; the closer mesh
+    # is kept, and the level stays within one finest voxel spacing.
+    target = float(np.count_nonzero(crop)) * float(np.prod(spacing))
+    volume = abs(mesh_volume(lps, faces))
+    if len(faces) and abs(volume - target) > 0.01 * target:
+        tri = lps[faces]
+        area = 0.5 * float(np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
+                                          axis=1).sum())
+        if area > 0:
+            level2 = float(np.clip(level + (volume - target) / area, -fine, fine))
+            lps2, faces2 = _mesh_at(field, level2, step, lo, m)
+            if len(faces2) and abs(abs(mesh_volume(lps2, faces2)) - target) < abs(volume - target):
+                lps, faces = lps2, faces2
+    return lps, faces
+
+
+def _mesh_at(field: np.ndarray, level: float, step: np.ndarray, lo: np.ndarray, m: np.ndarray):
+    """Marching cubes of ``field`` at ``level``: vertices in LPS mm, outward triangles."""
+    from skimage import measure
+
+    level = np.float32(level)
     while np.any(field == level):  # a grid value on the level makes coincident vertices
         level = np.nextafter(level, np.float32(np.inf))
     # Contour in (i, j, k) order so that vertices come out as (fractional) voxel indices.
