@@ -25,24 +25,19 @@ from torch import nn
 Triple = Tuple[int, int, int]
 
 
-def _norm3d(kind: str, channels: int) -> nn.Module:
-    if kind == "none":
-        return nn.Identity()
-    if kind == "batch":
-        return nn.BatchNorm3d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm3d(channels, affine=True)
-    raise ValueError(f"unknown normalisation {kind!r} (none, batch, instance)")
+_NORMS = {2: {"batch": nn.BatchNorm2d, "instance": nn.InstanceNorm2d},
+          3: {"batch": nn.BatchNorm3d, "instance": nn.InstanceNorm3d}}
 
 
-def _norm2d(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str, channels: int, dims: int) -> nn.Module:
+    """The normalisation layer after a convolution: "none", "batch" or "instance"."""
     if kind == "none":
         return nn.Identity()
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
+    if kind not in _NORMS[dims]:
+        raise ValueError(f"unknown normalisation {kind!r} (none, batch, instance)")
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    raise ValueError(f"unknown normalisation {kind!r} (none, batch, instance)")
+        return _NORMS[dims][kind](channels, affine=True)
+    return _NORMS[dims][kind](channels)
 
 
 def init_weights(module: nn.Module, bias: float = 0.1) -> None:
@@ -58,8 +53,8 @@ class _DoubleConv3d(nn.Sequential):
     def __init__(self, cin: int, cout: int, norm: str, kernel: Triple = (3, 3, 3)):
         pad = tuple(k // 2 for k in kernel)
         super().__init__(
-            nn.Conv3d(cin, cout, kernel, padding=pad), _norm3d(norm, cout), nn.ReLU(inplace=True),
-            nn.Conv3d(cout, cout, kernel, padding=pad), _norm3d(norm, cout), nn.ReLU(inplace=True))
+            nn.Conv3d(cin, cout, kernel, padding=pad), _norm(norm, cout, 3), nn.ReLU(inplace=True),
+            nn.Conv3d(cout, cout, kernel, padding=pad), _norm(norm, cout, 3), nn.ReLU(inplace=True))
 
 
 def default_pooling(levels: int, anisotropic: bool = False) -> List[Triple]:
@@ -129,8 +124,8 @@ class UNet3D(nn.Module):
 class _DoubleConv2dValid(nn.Sequential):
     def __init__(self, cin: int, cout: int, norm: str):
         super().__init__(
-            nn.Conv2d(cin, cout, 3), _norm2d(norm, cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3), _norm2d(norm, cout), nn.ReLU(inplace=True))
+            nn.Conv2d(cin, cout, 3), _norm(norm, cout, 2), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3), _norm(norm, cout, 2), nn.ReLU(inplace=True))
 
 
 def _center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
