@@ -374,7 +374,7 @@ def sample_parameters(seed: int) -> Dict[str, object]:
     p["contrast"] = tissue_values(rng)
     p["noise_sigma"] = u(5.5, 9.5)
     p["bias"] = {"coefficients": tuple(float(c) for c in rng.normal(0.0, 0.06, 6)),
-                 "coil": u(0.2, 0.45), "marrow_level": u(0.46, 0.55)}
+                 "coil": u(0.2, 0.45), "marrow_level": u(0.51, 0.57)}
     p["fov_mask"] = {"power": u(4.0, 4.6), "extent": u(1.0, 1.035), "shift": u(-0.04, 0.04)}
     p["texture_seed"] = int(rng.integers(0, 2**31 - 1))
     return p
@@ -477,8 +477,15 @@ class _Femur:
         medial = (J[0] - p[0]) * lat[0] + (J[1] - p[1]) * lat[1] + (J[2] - p[2]) * lat[2]
         t = np.clip((along - 40.0) * (1.0 / 40.0), 0.0, 1.0)
         shaft = self.cortex[0] + (self.cortex[1] - self.cortex[0]) * t
+        # the calcar lines the lower (inferomedial) side of the neck only
+        n = _pt(self.neck)
+        down = _pt(_unit(self.shaft - (self.shaft @ self.neck) * self.neck))
+        dx, dy, dz = p[0] - H[0], p[1] - H[1], p[2] - H[2]
+        t = dx * n[0] + dy * n[1] + dz * n[2]
+        rx, ry, rz = dx - t * n[0], dy - t * n[1], dz - t * n[2]
+        below = (rx * down[0] + ry * down[1] + rz * down[2]) / np.maximum(_length(rx, ry, rz), 1e-3)
         calcar = (self.calcar * np.clip((along - 20.0) * (1.0 / 12.0), 0.0, 1.0)
-                  * np.clip(medial * (1.0 / 8.0), 0.0, 1.0))
+                  * np.clip(medial * (1.0 / 8.0), 0.0, 1.0) * np.clip(below, 0.0, 1.0) ** 2)
         return np.maximum(shaft, calcar)
 
     def capsule_sdf(self, p, gap: float = 3.0):
