@@ -317,7 +317,10 @@ def _smooth_noise(rng, shape, spacing, sigma_mm, coarse: int = 1) -> np.ndarray:
     white = rng.standard_normal(cshape, dtype=np.float32)
     sig = (sigma_mm[2] / spacing[2], sigma_mm[1] / (spacing[1] * coarse),
            sigma_mm[0] / (spacing[0] * coarse))
-    out = ndimage.gaussian_filter(white, sig, mode="reflect", truncate=3.0)
+    out = white
+    for axis, sg in enumerate(sig):
+        if sg >= 0.3:  # narrower kernels hardly change white noise: skip them
+            out = ndimage.gaussian_filter1d(out, sg, axis=axis, mode="reflect", truncate=3.0)
     if coarse > 1:
         out = _upsample(out, shape)
     std = float(out.std())
@@ -454,7 +457,7 @@ class _Femur:
         return lo, hi
 
     def sdf(self, p):
-        J, s, lat, post = self.junction, self.shaft, self.lateral, self.posterior
+        J, s, post = self.junction, self.shaft, self.posterior
         F = _sphere(p, self.head, self.r_head)
         F = _smin(F, _capsule(p, self.head, J, 0.66 * self.r_head, y_scale=0.82), 5.0)
         shaft = _capsule(p, J - 12.0 * s, J + 1000.0 * s, self.r_shaft)
@@ -462,7 +465,7 @@ class _Femur:
         F = _smin(F, _smin(shaft, body, 10.0), 10.0)
         greater = _ellipsoid(p, self.trochanter, (11.0, 14.0, 20.0))
         F = _smin(F, greater, 8.0)
-        lesser = _ellipsoid(p, J + 30.0 * s - (self.r_shaft + 2.0) * lat + 8.0 * post, (8.0, 7.0, 9.0))
+        lesser = _ellipsoid(p, self.lesser_trochanter, (8.0, 7.0, 9.0))
         return _smin(F, lesser, 5.0)
 
     def cortex_thickness(self, p):
@@ -509,6 +512,12 @@ class _Femur:
     def trochanter(self) -> Vec:
         """Centre of the greater trochanter."""
         return self.junction - 14.0 * self.shaft + 13.0 * self.lateral + 10.0 * self.posterior
+
+    @property
+    def lesser_trochanter(self) -> Vec:
+        """Centre of the lesser trochanter."""
+        return (self.junction + 30.0 * self.shaft - (self.r_shaft + 2.0) * self.lateral
+                + 8.0 * self.posterior)
 
     def tendon_sdf(self, p):
         """Gluteus medius and minimus tendons: a dark cap 2 mm thick on the greater trochanter."""
@@ -675,7 +684,8 @@ def _fat_profile(p):
     buttocks = np.clip((y - 20.0) * (1.0 / 70.0), 0.0, 1.0)
     belly = np.clip((-y - 40.0) * (1.0 / 50.0), 0.0, 1.0) * np.clip((z + 30.0) * (1.0 / 80.0), 0.0, 1.0)
     flank = np.clip((z - 40.0) * (1.0 / 100.0), 0.0, 1.0)
-    perineum = np.clip((60.0 - np.abs(x)) * (1.0 / 30.0), 0.0, 1.0) * np.clip((-40.0 - z) * (1.0 / 30.0), 0.0, 1.0)
+    perineum = (np.clip((60.0 - np.abs(x)) * (1.0 / 30.0), 0.0, 1.0)
+                * np.clip((-40.0 - z) * (1.0 / 30.0), 0.0, 1.0))  # thin over the inner thighs
     return (0.75 + 0.7 * buttocks + 0.5 * belly + 0.4 * flank) * (1.0 - 0.6 * perineum)
 
 
@@ -697,10 +707,8 @@ def _muscle_axes(femur: _Femur):
     lesser trochanter, shaft) and the pelvis around it. Only where they meet matters: the
     intermuscular fat planes run between neighbouring axes.
     """
-    H, J, s, lat = femur.head, femur.junction, femur.shaft, femur.lateral
-    post = femur.posterior
-    G = J - 14.0 * s + 13.0 * lat + 10.0 * post                  # greater trochanter
-    L = J + 30.0 * s - (femur.r_shaft + 2.0) * lat + 8.0 * post  # lesser trochanter
+    H, J, s = femur.head, femur.junction, femur.shaft
+    G, L = femur.trochanter, femur.lesser_trochanter
     T = H + np.array([-38.0, 38.0, -60.0])                       # ischial tuberosity
     P = np.array([14.0, -42.0, H[2] - 36.0])                     # pubis
 
@@ -958,11 +966,16 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
                 cv.paint(fbox, on_side(lambda q, c3=c3, r3=r3, wobble=wobble: _ellipsoid(q, c3, r3) + wobble),
                          v["fat"] * (1.0 + 0.035 * fine), "fat")
         # obturator internus: a muscle layer on the inner face of the acetabulum and ischium
-        cx, cz = float(femur.head[0]), float(femur.head[2])
-        cv.paint(box((cx - 75.0, -60.0, cz - 70.0), (cx - 10.0, 80.0, cz + 40.0)),
-                 on_side(lambda q, cx=cx, cz=cz: np.maximum(
-                     np.maximum(hip.sdf(q)[0] - 8.0, q[0] - (cx - 15.0)),
-                     np.maximum(q[2] - (cz + 35.0), (cz - 65.0) - q[2]))), muscle, "muscle")
+        # (the hip bone's implicit function is computed once, for this and for the bone)
+        hip_box = box((0, -60, -80), (a + 60, 100, 160))
+        if hip_box is not None:
+            hq = _mirrored(grid.coords(hip_box), side)
+            hip_F = hip.sdf(hq)
+            cx, cz = float(femur.head[0]), float(femur.head[2])
+            cv.paint(hip_box, lambda _: np.maximum(
+                np.maximum(hip_F[0] - 8.0, hq[0] - (cx - 15.0)),
+                np.maximum(hq[2] - (cz + 35.0), (cz - 65.0) - hq[2])), muscle, "muscle")
+            del hq
         cv.paint(box((0, -80, 0), (a + 70, 90, 170)), on_side(hip.iliacus), muscle, "muscle")
         pts = [(28.0, p["spine"]["y"] + 4.0, 240.0), (44.0, 8.0, 110.0), (62.0, -16.0, 30.0),
                (a - 6.0, -34.0, -12.0), (a + 14.0, 4.0, -70.0)]
@@ -982,8 +995,10 @@ def _render(grid: _Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray,
                  on_side(femur.tendon_sdf), 0.7 * muscle, "muscle")
         cv.paint(box(c - hip.r_cup - 4, c + hip.r_cup + 4),
                  on_side(lambda q, c=c, r=hip.r_cup - 0.5: _sphere(q, c, r)), v["cartilage"], "cartilage")
-        cv.paint(box((0, -60, -80), (a + 60, 100, 160)), on_side(hip.sdf), pelvis_marrow, "marrow",
-                 label=ILIUM, cortex=(1.6, v["cortex"]))
+        if hip_box is not None:
+            cv.paint(hip_box, lambda _: hip_F, pelvis_marrow, "marrow", label=ILIUM,
+                     cortex=(1.6, v["cortex"]))
+            del hip_F
         if side in femur_sdf:
             femur_box, F = femur_sdf.pop(side)
             q = _mirrored(grid.coords(femur_box), side)
