@@ -155,13 +155,143 @@ def tissue_means(ph):
 def test_t1_contrast_marrow_and_fat_over_muscle_over_cortex(full):
     m = tissue_means(full)
     assert min(m["marrow"], m["fat"]) > 1.4 * m["muscle"]
-    assert m["muscle"] > 1.2 * m["cortex"]
     assert m["air"] < 0.15 * m["muscle"]
+    # the cortex: voxels tagged cortex are mostly partial volume (1.2-2 mm cortex in 5.2 mm
+    # slices), so compare the dark band along the femoral shaft instead
+    prof = shaft_edge_profile(full.image, full.labels)
+    assert np.nanmin(prof[(EDGE_BINS >= 0) & (EDGE_BINS < 4)]) < 0.6 * prof[EDGE_BINS == 9][0]
     # femoral marrow is darker than subcutaneous fat (real scans: marrow median 330-445, fat
     # peak 400-510 and brighter near the coils)
     img, lab, tis = arrays(full)
     core = ndimage.binary_erosion(lab == P.FEMUR, np.ones((1, 9, 9)))
     assert 0.55 < np.median(img[core]) / np.median(img[tis == P.TISSUES["fat"]]) < 1.0
+
+
+# Grey-value measurements made the same way on the phantom and on the real scans (the real values
+# quoted in the tests below come from these functions run on the 17 real scans).
+
+EDGE_BINS = np.arange(-10, 12)  # 1 mm bins of signed in-plane distance to the femur mask
+
+
+def femur_box(labels: np.ndarray, margin: int = 30):
+    """Index slices [k, j, i] round the femur label, with an in-plane margin of voxels."""
+    k, j, i = np.nonzero(labels == P.FEMUR)
+    return (slice(k.min(), k.max() + 1), slice(max(j.min() - margin, 0), j.max() + margin + 1),
+            slice(max(i.min() - margin, 0), i.max() + margin + 1))
+
+
+def shaft_edge_profile(image: sitk.Image, labels: sitk.Image) -> np.ndarray:
+    """Median grey value (over the 99.5th percentile) per 1 mm of signed distance to the femur
+    mask edge (negative inside), on rows at least 95 mm below the top of each femur."""
+    img = sitk.GetArrayFromImage(image).astype(float)
+    lab = sitk.GetArrayFromImage(labels)
+    p995 = np.percentile(img, 99.5)
+    box = femur_box(lab)
+    img, fem = img[box], lab[box] == P.FEMUR
+    sp = image.GetSpacing()[0]
+    dist = np.full(img.shape, 99.0)
+    for k in range(fem.shape[0]):
+        if fem[k].any():
+            dist[k] = (ndimage.distance_transform_edt(~fem[k]) - ndimage.distance_transform_edt(fem[k])) * sp
+    shaft = np.zeros(img.shape, bool)
+    half = img.shape[2] // 2
+    for side in (slice(0, half), slice(half, None)):
+        rows = np.nonzero(fem[:, :, side].any(axis=(0, 2)))[0]
+        if rows.size:
+            shaft[:, rows.min() + int(95 / sp):, side] = True
+    out = []
+    for d in EDGE_BINS:
+        sel = shaft & (dist >= d) & (dist < d + 1) & (img > 0)
+        out.append(np.median(img[sel]) / p995 if sel.sum() > 20 else np.nan)
+    return np.array(out)
+
+
+def marrow_texture(image: sitk.Image, labels: sitk.Image, window: int = 5) -> float:
+    """Median local coefficient of variation (window x window in-plane) inside the femur mask,
+    at least 4 voxels from its edge."""
+    img = sitk.GetArrayFromImage(image).astype(float)
+    lab = sitk.GetArrayFromImage(labels)
+    box = femur_box(lab, margin=5)
+    img, core = img[box], ndimage.binary_erosion(lab[box] == P.FEMUR, np.ones((1, 9, 9)))
+    size = (1, window, window)
+    core &= ndimage.minimum_filter(img, size) > 0  # not across the zeroed field-of-view edge
+    mean = ndimage.uniform_filter(img, size)
+    sd = np.sqrt(np.maximum(ndimage.uniform_filter(img * img, size) - mean * mean, 0.0))
+    return float(np.median(sd[core] / mean[core]))
+
+
+def marrow_level(image: sitk.Image, labels: sitk.Image) -> float:
+    """Median of the femur mask (4 voxels in from its edge) over the image's 99.5th percentile."""
+    img = sitk.GetArrayFromImage(image).astype(float)
+    core = ndimage.binary_erosion(sitk.GetArrayFromImage(labels) == P.FEMUR, np.ones((1, 9, 9)))
+    return float(np.median(img[core]) / np.percentile(img, 99.5))
+
+
+def test_femur_mask_ends_inside_the_dark_cortical_band(full):
+    """As in the real masks, the femur label is the marrow inside a thick dark shaft cortex.
+
+    Real scans (median over 17): 0.45-0.50 at 5-10 mm inside, 0.17 at 1 mm inside, 0.09 at the
+    edge, 0.05 from 1 to 4 mm outside (the cortex, 5-7 mm wide with the last 1.5 mm labelled),
+    0.25 for the muscle 7-10 mm outside.
+    """
+    prof = shaft_edge_profile(full.image, full.labels)
+    at = dict(zip(EDGE_BINS.tolist(), prof))
+    assert 0.38 < np.nanmedian([at[d] for d in range(-10, -5)]) < 0.65
+    assert at[-1] < 0.25 and at[0] < 0.15
+    assert max(at[d] for d in range(1, 4)) < 0.13  # dark for at least 3 mm outside the mask
+    assert 0.18 < np.median([at[d] for d in range(7, 11)]) < 0.36
+
+
+def test_cortex_is_thick_on_the_shaft_and_calcar_thin_at_head_and_trochanter():
+    """Known-answer: the cortex thickness function of the femur model (mirrored frame, mm)."""
+    sp = dict(P.sample_parameters(0)["right"])
+    femur = P._Femur(88.0, sp)
+    H, s, lat, neck = femur.head, femur.shaft, femur.lateral, femur.neck
+
+    def thickness(point):
+        q = tuple(np.array([c], dtype=np.float32) for c in point)
+        return float(femur.cortex_thickness(q)[0])
+
+    assert thickness(H + 0.9 * femur.r_head * np.array([0.0, 0.0, 1.0])) == pytest.approx(sp["head_cortex"])
+    assert thickness(H + 120.0 * s + femur.r_shaft * lat) == pytest.approx(sp["shaft_cortex"])
+    assert thickness(femur.trochanter + 11.0 * lat) < 2.5  # thin over the greater trochanter
+    # the calcar: thick on the lower (inferomedial) side of the neck base, thin on its upper side
+    base = femur.junction + 6.0 * neck
+    down = s - (s @ neck) * neck
+    down /= np.linalg.norm(down)
+    assert thickness(base + 13.0 * down) == pytest.approx(sp["calcar_cortex"], rel=1e-5)
+    assert thickness(base - 13.0 * down) == pytest.approx(sp["head_cortex"], rel=1e-5)
+
+
+def test_marrow_texture_is_fine_and_faint(full):
+    """Real scans: local coefficient of variation 0.057-0.100 (median 0.074) in 5 x 5 voxels, and
+    0.045-0.073 (median 0.056) in 3 x 3 voxels of 2 x 2 averaged ones; the earlier speckled phantom
+    had a coarser grain (0.10 and 0.082)."""
+    assert 0.057 < marrow_texture(full.image, full.labels) < 0.10
+    half = sitk.BinShrink(sitk.Cast(full.image, sitk.sitkFloat32), (2, 2, 1))
+    half_lab = sitk.Resample(full.labels, half, sitk.Transform(), sitk.sitkNearestNeighbor)
+    assert 0.045 < marrow_texture(half, half_lab, window=3) < 0.073
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_marrow_level_relative_to_the_99_5th_percentile_is_that_of_the_real_scans(seed):
+    """Intensity normalisation divides by the 99.5th percentile: there the real femoral marrow
+    lies at 0.45-0.61 (median 0.53); the coil shading is solved for to keep the phantom's within
+    the middle of that range."""
+    ph = P.make_phantom(seed, size=(192, 192, 40), spacing=(1.822, 1.822, 5.2))
+    assert 0.50 < marrow_level(ph.image, ph.labels) < 0.61
+
+
+def test_background_noise_is_correlated_like_an_interpolated_reconstruction():
+    """Real scans: neighbour correlation of the background (air) 0.26-0.37 along i and j."""
+    ph = P.make_phantom(2, bias=False, size=(192, 192, 8), spacing=(1.822, 1.822, 5.2))
+    img, _, tis = arrays(ph)
+    air = ndimage.binary_erosion((tis == P.TISSUES["air"]) & (img > 0), np.ones((1, 5, 5)))
+    x = img.astype(float) - img[air].mean()
+    for axis in (1, 2):
+        both = air & np.roll(air, 1, axis=axis)
+        r = np.mean((x * np.roll(x, 1, axis=axis))[both]) / np.mean(x[air] ** 2)
+        assert 0.2 < r < 0.42, (axis, r)
 
 
 def test_contrast_varies_between_seeds_but_keeps_its_order():
@@ -305,18 +435,30 @@ def intensity_stats(image: sitk.Image, labels: sitk.Image) -> dict:
             "body_p25": np.percentile(body, 25), "body_p75": np.percentile(body, 75)}
 
 
+def texture_and_edge_stats(image: sitk.Image, labels: sitk.Image) -> dict:
+    """Marrow level and texture, and the shaft edge profile (full-resolution scans only)."""
+    prof = dict(zip(EDGE_BINS.tolist(), shaft_edge_profile(image, labels)))
+    return {"marrow_level": marrow_level(image, labels),
+            "marrow_cv5": marrow_texture(image, labels),
+            "shaft_marrow": np.nanmedian([prof[d] for d in range(-10, -5)]),
+            "shaft_band": np.nanmax([prof[d] for d in range(1, 4)]),
+            "shaft_muscle": np.nanmedian([prof[d] for d in range(7, 11)])}
+
+
 @pytest.mark.realdata
 def test_phantom_intensities_are_in_the_range_of_the_real_scans(full):
     data = real_data_dir()
-    real = [intensity_stats(sitk.ReadImage(str(f)),
-                            sitk.ReadImage(str(data / "labelsTr" / f.name.replace("_0000", ""))))
-            for f in sorted((data / "imagesTr").glob("*_0000.nii.gz"))]
-    assert len(real) >= 10
-    phantoms = [intensity_stats(full.image, full.labels)]
+    pairs = [(sitk.ReadImage(str(f)), sitk.ReadImage(str(data / "labelsTr" / f.name.replace("_0000", ""))))
+             for f in sorted((data / "imagesTr").glob("*_0000.nii.gz"))]
+    assert len(pairs) >= 10
+    real = [dict(intensity_stats(i, l), **texture_and_edge_stats(i, l)) for i, l in pairs]
+    phantoms = [dict(intensity_stats(full.image, full.labels),
+                     **texture_and_edge_stats(full.image, full.labels))]
     for seed in (1,):
         ph = P.make_phantom(seed, size=(192, 192, 40), spacing=(1.822, 1.822, 5.2))
         phantoms.append(intensity_stats(ph.image, ph.labels))
     for key in real[0]:
         lo, hi = min(r[key] for r in real), max(r[key] for r in real)
         for n, stats in enumerate(phantoms):
-            assert 0.8 * lo <= stats[key] <= 1.2 * hi, (key, n, stats[key], lo, hi)
+            if key in stats:
+                assert 0.8 * lo <= stats[key] <= 1.2 * hi, (key, n, stats[key], lo, hi)

@@ -31,15 +31,24 @@ How it is built
   reconstruction, cut to the barrel-shaped field of view that geometric distortion correction
   leaves (zero corners), and stored as int16.
 
-Calibration against the 17 real scans (real range or median; phantom seeds 0-3), every value
-measured the same way on both, intensities relative to the 99.5th percentile: femoral marrow
-median 0.45-0.61 (0.53; phantom 0.52-0.57); its local coefficient of variation in a 5 x 5 window
-0.057-0.100 (0.074; phantom about 0.078), 0.045-0.073 at half resolution (phantom about 0.055);
-background-noise neighbour correlation 0.26-0.37 (phantom about 0.3); dark band at the edge of
-the femur mask 5-7 mm wide on the shaft, 1-3 mm at the trochanters (phantom likewise); shaft
-intensity profile across the mask edge (marrow about 0.5, 0.09 at the edge, 0.05 for 4 mm
-outside, muscle 0.25; phantom within 0.04 of it); muscle around the shaft: mode 0.22-0.32
-(phantom 0.24-0.31); femur volume 199-301 mL for both sides (phantom 237-283 mL).
+Calibration against the 17 real scans: real range (median), then phantom seeds 0-3, each measured
+the same way on both (the functions are in ``Testing/test_phantom.py``); grey values are relative
+to the image's 99.5th percentile, which intensity normalisation divides by.
+
+* femoral marrow median 0.45-0.61 (0.53); phantom 0.55-0.58
+* its local coefficient of variation in 5 x 5 voxels 0.057-0.100 (0.074); phantom 0.075-0.077;
+  in 3 x 3 voxels of 2 x 2 averaged ones 0.045-0.073 (0.056); phantom 0.053-0.055
+* neighbour correlation of the background noise 0.26-0.37; phantom 0.32
+* femoral shaft across the mask edge, 5-10 mm inside 0.35-0.60 (0.49), 1-3 mm outside (the
+  cortex) at most 0.03-0.26 (0.05), 7-10 mm outside (muscle) 0.22-0.33 (0.26); phantom 0.44-0.54,
+  0.06-0.10, 0.21-0.28
+* dark band at the edge of the mask in the central slice: 4.5-8 mm along the shaft, 0-3.6 mm at
+  the trochanters; phantom 4.5-5.5 and 0-3.6 mm
+* muscle mode round the shaft 0.22-0.32 (0.24); phantom 0.23-0.27
+* body voxels, median 0.43-0.59 (0.50) and 75th percentile 0.60-0.70 (0.65); phantom 0.51-0.59
+  and 0.66-0.69; below the hip centres and over 25 mm deep, 0.29-0.50 brighter than 0.4 (fat);
+  phantom 0.27-0.37
+* femur volume (both sides) 199-301 mL (255); phantom 238-271 mL
 
 Everything is drawn from ``numpy.random.default_rng(seed)``: equal seeds give bitwise equal arrays.
 """
@@ -1051,8 +1060,10 @@ def _bias_field(grid: _Grid, p: dict, image: np.ndarray, femoral_marrow: np.ndar
     The coils brighten the body surface: front and back (up to about 1.7 times) and above all the
     flanks, where the real scans' brightest voxels lie. On the real scans the median of the
     bone marrow is 0.45 to 0.61 times the 99.5th percentile of the image (what intensity
-    normalisation divides by; median 0.53, 80% between 0.49 and 0.58): the flank gain is solved
-    for so that the phantom's marrow comes out at ``marrow_level`` times its percentile.
+    normalisation divides by; median 0.53, half of them between 0.52 and 0.56): the flank gain is
+    solved for so that the phantom's femoral marrow (all of it, before noise) comes out at
+    ``marrow_level`` (0.51-0.57) times its percentile; measured away from the edges of the
+    mask, as on the real scans, that gives 0.53-0.60.
     """
     x, y, z = grid.coords(grid.full())
     X, Y, Z = x * (1 / 175.0), y * (1 / 120.0), (z - 60.0) * (1 / 175.0)
