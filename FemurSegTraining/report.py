@@ -137,6 +137,11 @@ def plot_curves(curves: Sequence[dict], path: Path, *, overwrite: bool = False) 
     for ax in (ax_roc, ax_pr):
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8)
+    return _save(plt, fig, path, overwrite)
+
+
+def _save(plt, fig, path: Path, overwrite: bool) -> Path:
+    """Lay out, write atomically (refusing an existing file unless ``overwrite``) and close."""
     fig.tight_layout()
     with io.atomic_path(path, overwrite) as tmp:
         fig.savefig(tmp, dpi=110)
@@ -161,11 +166,7 @@ def plot_boxes(groups: Sequence[Tuple[str, Dict[str, Sequence[float]]]], path: P
         ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with io.atomic_path(path, overwrite) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, overwrite)
 
 
 # ----------------------------------------------------------------------------------------------
