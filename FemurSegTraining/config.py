@@ -29,6 +29,9 @@ DEFAULTS = {
     "batch_size": 1,
     "loss": "weighted_ce",
     "optimizer": {"name": "adam", "lr": 5e-5, "weight_decay": 0.0},
+    # None: constant learning rate (the paper). {"constant_epochs": C, "decay_epochs": D}: the
+    # optimizer's lr for epochs < C, then a cosine decay over D epochs (see lr_at_epoch)
+    "lr_schedule": None,
     "augment": {"flip_lr": True, "intensity": False, "synthetic_contrast": False},
     "foreground_oversample": 0.33,
     "patches_per_epoch": None,    # None: one patch per training case
@@ -82,10 +85,38 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
 
         cfg = apply_plan(cfg, read_plan(plan))
         cfg["plan_file"] = str(plan)
+    check_lr_schedule(cfg.get("lr_schedule"), p.name)
     if cfg["patch_size"] is None:
         raise FemurSegError(f"config {p.name} has no patch_size (set it, or pass --plan PLAN.json)")
     cfg["config_file"] = str(p)
     return cfg
+
+
+def check_lr_schedule(schedule, where: str = "config") -> None:
+    if schedule is None:
+        return
+    if (not isinstance(schedule, dict) or set(schedule) != {"constant_epochs", "decay_epochs"}
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                       for v in schedule.values())):
+        raise FemurSegError(f"{where}: lr_schedule must be null or "
+                            '{"constant_epochs": C, "decay_epochs": D} with integers >= 0')
+
+
+def lr_at_epoch(cfg: dict, epoch: int) -> float:
+    """Learning rate of ``epoch`` (0-based): the optimizer's ``lr`` while ``epoch`` < C, then
+    ``lr * (1 + cos(pi * (epoch - C + 1) / (D + 1))) / 2`` for the D decay epochs, and the last
+    decayed value after them. A pure function of the epoch, so resumed runs stay exact."""
+    import math
+
+    lr = float(cfg["optimizer"]["lr"])
+    schedule = cfg.get("lr_schedule")
+    if not schedule:
+        return lr
+    c, d = int(schedule["constant_epochs"]), int(schedule["decay_epochs"])
+    if epoch < c or d == 0:
+        return lr
+    k = min(epoch - c + 1, d)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * k / (d + 1)))
 
 
 def is_2d(cfg: dict) -> bool:

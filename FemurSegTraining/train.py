@@ -25,7 +25,7 @@ from FemurSegLib.metrics import dice
 from FemurSegLib.networks import build_network
 
 from . import distributed
-from .config import is_2d
+from .config import is_2d, lr_at_epoch
 from .data import Preprocessed
 from .losses import get_loss
 
@@ -275,6 +275,9 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
         t0 = time.perf_counter()
         rng = epoch_rng(seed, fold, epoch, rank)
         torch.manual_seed(int(rng.integers(2 ** 31)))
+        lr = lr_at_epoch(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         train_net.train()
         losses = []
         iterator = range(steps)
@@ -354,8 +357,9 @@ def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: Lis
         state["scaler"] = scaler.state_dict()
     _atomic_save(state, ckpt_path)
     _write_history(history, fold_dir / "history.csv")
-    log.info("fold %d epoch %3d  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch, row["loss"],
-             val, seconds, "  (best)" if stopper.best_epoch == epoch else "")
+    log.info("fold %d epoch %3d  lr %.1e  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch,
+             optimizer.param_groups[0]["lr"], row["loss"], val, seconds,
+             "  (best)" if stopper.best_epoch == epoch else "")
     return bool(stop), elapsed
 
 

@@ -295,3 +295,33 @@ def test_paper_config_settings(name):
     else:
         assert arch["in_channels"] == 3
         assert net.output_size(cfg["patch_size"]) * 3 >= 384  # nine tiles cover a slice
+
+
+@pytest.mark.parametrize("schedule, lrs", [
+    (None, [1e-3] * 5),                                                    # constant (the paper)
+    ({"constant_epochs": 2, "decay_epochs": 0}, [1e-3] * 5),
+    # cosine over D=3 epochs after C=2: lr * (1 + cos(pi k / 4)) / 2 for k = 1, 2, 3, then held
+    ({"constant_epochs": 2, "decay_epochs": 3},
+     [1e-3, 1e-3, 1e-3 * (1 + math.sqrt(0.5)) / 2, 0.5e-3, 1e-3 * (1 - math.sqrt(0.5)) / 2,
+      1e-3 * (1 - math.sqrt(0.5)) / 2]),
+    ({"constant_epochs": 0, "decay_epochs": 1}, [0.5e-3, 0.5e-3]),
+])
+def test_lr_schedule_known_values(schedule, lrs):
+    from FemurSegTraining.config import lr_at_epoch
+
+    cfg = {"optimizer": {"lr": 1e-3}, "lr_schedule": schedule}
+    assert [lr_at_epoch(cfg, e) for e in range(len(lrs))] == pytest.approx(lrs, rel=1e-12)
+
+
+@pytest.mark.parametrize("schedule", [
+    {"constant_epochs": 2}, {"constant_epochs": -1, "decay_epochs": 2},
+    {"constant_epochs": 2.5, "decay_epochs": 2}, [2, 2], {"constant_epochs": True, "decay_epochs": 1},
+])
+def test_lr_schedule_validated(tmp_path, schedule):
+    raw = json.loads((CONFIG_DIR / "default_3d_f8l4_half.json").read_text(encoding="utf-8"))
+    raw["lr_schedule"] = schedule
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(FemurSegError, match="lr_schedule must be null or"):
+        load_config(str(p))
+

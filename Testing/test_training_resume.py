@@ -89,3 +89,25 @@ def test_single_process_draws_from_rank_zero_generator():
     a, b = epoch_rng(3, 1, 7), epoch_rng(3, 1, 7, 0)
     assert a.integers(1 << 30, size=4).tolist() == b.integers(1 << 30, size=4).tolist()
     assert epoch_rng(3, 1, 7, 1).integers(1 << 30) != epoch_rng(3, 1, 7, 0).integers(1 << 30)
+
+
+def test_lr_schedule_applied_per_epoch_and_resumed_exactly(tmp_path):
+    """Each epoch trains with the schedule's rate; a run killed inside the decay resumes it."""
+    import math
+
+    cfg = load_config(str(write_config(tmp_path / "c.json", TINY_3D, patches_per_epoch=2,
+                                       lr_schedule={"constant_epochs": 1, "decay_epochs": 2})))
+    lr0 = float(cfg["optimizer"]["lr"])
+    train, val = _cases(2), _cases(1, seed=1)
+    fit(cfg, 0, train, val, tmp_path / "straight", max_epochs=3, progress=False)
+    with pytest.raises(Killed):
+        fit(cfg, 0, train, val, tmp_path / "killed", max_epochs=3, progress=False,
+            on_epoch=_kill_after(1))
+    assert _state(tmp_path / "killed")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        lr0 * (1 + math.cos(math.pi / 3)) / 2)
+    fit(cfg, 0, train, val, tmp_path / "killed", resume=True, max_epochs=3, progress=False)
+    a, b = _state(tmp_path / "straight"), _state(tmp_path / "killed")
+    assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        lr0 * (1 + math.cos(2 * math.pi / 3)) / 2)
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=1e-6)
