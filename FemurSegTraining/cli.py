@@ -85,11 +85,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .release import export_run
+    from .release import export_run, read_card_extra
 
+    extra = read_card_extra(args.card_extra) if args.card_extra else None
     out = export_run(args.run_dir, args.model_dir, name=args.name, version=args.version,
                      half=args.half, overwrite=args.overwrite, license=args.license,
-                     command=_command(args))
+                     command=_command(args), card_extra=extra)
     print(f"model folder written: {out}")
     return 0
 
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--half", action="store_true", help="store float16 PyTorch weights")
     x.add_argument("--license", default="Apache-2.0")
     x.add_argument("--overwrite", action="store_true")
+    x.add_argument("--card-extra", metavar="JSON",
+                   help="notes and inference settings (roi, tta_on_cpu) to add to the card")
     x.set_defaults(func=cmd_export)
 
     t = sub.add_parser("table", help="combine evaluated runs into one Table 2 with figures")

@@ -67,8 +67,13 @@ def onnx_torch_phantom_difference(model_dir: Path, image: Optional[sitk.Image] =
 
 def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str = "1.0.0",
                half: bool = False, overwrite: bool = False, atol: float = 1e-4,
-               license: str = "Apache-2.0", command: Optional[str] = None) -> Path:
-    """Write ``model_dir`` from ``run_dir`` (every fold's ``best.pt``; needs ``evaluate``)."""
+               license: str = "Apache-2.0", command: Optional[str] = None,
+               card_extra: Optional[dict] = None) -> Path:
+    """Write ``model_dir`` from ``run_dir`` (every fold's ``best.pt``; needs ``evaluate``).
+
+    ``card_extra`` (see :func:`merge_card_extra`) adds what the run cannot know: ``notes`` for
+    the card and ``inference`` settings chosen after training (e.g. the ROI cascade).
+    """
     import torch
 
     from FemurSegLib.networks import build_network
@@ -118,6 +123,8 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
                            version=version, training=training, metrics=metrics,
                            description=_card_description(cfg, metrics))
     card["license"] = license
+    if card_extra:
+        card = merge_card_extra(card, card_extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
     try:
@@ -140,6 +147,53 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
     log.info("exported %d fold(s) of %s to %s (phantom ONNX/torch difference %.1e)",
              len(nets), run_dir, out, diff)
     return out
+
+
+CARD_EXTRA_KEYS = {"notes", "inference", "intended_use", "description"}
+INFERENCE_EXTRA_KEYS = {"roi", "tta_on_cpu", "tta_flip_axes", "overlap", "patch_size"}
+
+
+def merge_card_extra(card: dict, extra: dict) -> dict:
+    """``card`` with ``extra`` merged in: ``notes`` (list of strings), ``inference`` (only the
+    settings in :data:`INFERENCE_EXTRA_KEYS`: the threshold and geometry come from the run),
+    ``intended_use`` and ``description``. Unknown keys are an error."""
+    if not isinstance(extra, dict):
+        raise FemurSegError("card extra must be a JSON object")
+    unknown = set(extra) - CARD_EXTRA_KEYS
+    if unknown:
+        raise FemurSegError(f"card extra: unknown keys {', '.join(sorted(unknown))} "
+                            f"(allowed: {', '.join(sorted(CARD_EXTRA_KEYS))})")
+    card = dict(card)
+    if "notes" in extra:
+        notes = extra["notes"]
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise FemurSegError("card extra: notes must be a list of strings")
+        card["notes"] = list(notes)
+    inf = extra.get("inference", {})
+    bad = set(inf) - INFERENCE_EXTRA_KEYS
+    if bad:
+        raise FemurSegError(f"card extra: inference keys {', '.join(sorted(bad))} cannot be set "
+                            f"(allowed: {', '.join(sorted(INFERENCE_EXTRA_KEYS))})")
+    card["inference"] = {**card["inference"], **inf}
+    for key in ("intended_use", "description"):
+        if key in extra:
+            if not isinstance(extra[key], str) or not extra[key].strip():
+                raise FemurSegError(f"card extra: {key} must be a non-empty string")
+            card[key] = extra[key]
+    return card
+
+
+def read_card_extra(path) -> dict:
+    """A card-extra JSON file, with a one-line error when it cannot be read."""
+    import json
+
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FemurSegError(f"cannot read card extra {p}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise FemurSegError(f"card extra {p} is not valid JSON: {exc}") from None
 
 
 def _data_description(path: Optional[str]) -> Optional[str]:

@@ -183,3 +183,49 @@ def test_export_refused_when_onnx_and_torch_disagree(evaluated_run, monkeypatch,
     err = capsys.readouterr().err
     assert "ONNX Runtime and PyTorch differ by 5.00e-01 on the phantom (> 1e-04)" in err
     assert sorted(p.name for p in base.iterdir()) == before  # nothing left behind
+
+
+def test_export_card_extra_adds_notes_and_inference_settings(evaluated_run):
+    from FemurSegLib.modelfolder import load_model
+
+    base, _, run = evaluated_run
+    extra = base / "extra.json"
+    extra.write_text(json.dumps({"notes": ["trained on phantoms"],
+                                 "inference": {"roi": {"threshold": 0.05, "margin": [2, 16, 16]},
+                                               "tta_on_cpu": False}}), encoding="utf-8")
+    model = base / "model_extra"
+    assert main(["export", str(run), str(model), "--card-extra", str(extra)]) == 0
+    card = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    assert card["notes"] == ["trained on phantoms"]
+    assert card["inference"]["roi"] == {"threshold": 0.05, "margin": [2, 16, 16]}
+    assert card["inference"]["tta_on_cpu"] is False
+    summary = json.loads((run / "evaluation" / "summary.json").read_text(encoding="utf-8"))
+    assert card["inference"]["threshold"] == summary["pr_optimal"]["threshold"]  # kept
+    assert any("--card-extra" in c for c in card["training"]["commands"])
+    assert load_model(model).card["notes"] == ["trained on phantoms"]  # checksums still valid
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"colour": 1}, "card extra: unknown keys colour"),
+    ({"notes": "one string"}, "card extra: notes must be a list of strings"),
+    ({"inference": {"threshold": 0.9}}, "card extra: inference keys threshold cannot be set"),
+    ({"description": " "}, "card extra: description must be a non-empty string"),
+])
+def test_export_card_extra_is_validated(evaluated_run, capsys, extra, message):
+    base, _, run = evaluated_run
+    path = base / "bad_extra.json"
+    path.write_text(json.dumps(extra), encoding="utf-8")
+    out = base / "model_bad_extra"
+    assert main(["export", str(run), str(out), "--card-extra", str(path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_export_card_extra_unreadable(evaluated_run, capsys):
+    base, _, run = evaluated_run
+    path = base / "broken_extra.json"
+    path.write_text("{notes", encoding="utf-8")
+    assert main(["export", str(run), str(base / "m"), "--card-extra", str(path)]) == 2
+    assert f"card extra {path} is not valid JSON" in capsys.readouterr().err
+    assert main(["export", str(run), str(base / "m"), "--card-extra", str(base / "nope.json")]) == 2
+    assert "cannot read card extra" in capsys.readouterr().err
