@@ -7,7 +7,7 @@ STAMP := $(VENV)/.femurseg-installed
 # unpinned torch would pull a multi-GB CUDA build. Users may use any recent torch.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test bench train-default clean-venv
+.PHONY: setup demo test bench train-default compare-2d-3d clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench: setup
 # hours on CPU: run in the background, never in CI (resumable: run again to continue)
 train-default: setup
 	scripts/train_default_model.sh
+
+# the 2D + largest-component row on the same folds, and one Table 2 with both rows
+compare-2d-3d: setup
+	scripts/compare_2d_3d.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -33,7 +33,8 @@ import SimpleITK as sitk
 from FemurSegLib import io, metrics, postprocess
 from FemurSegLib.errors import FemurSegError
 
-from .report import BOX_METRICS, plot_boxes, plot_curves, table_row, write_tables
+from .report import (BOX_METRICS, case_table, fold_table, plot_boxes, plot_curves,
+                     table_row, write_tables)
 
 log = logging.getLogger("femurseg.train")
 
@@ -333,8 +334,13 @@ def _write_outputs(out_dir: Path, summary: dict, rows: List[dict], curve: Pooled
         table.append(table_row(name, summary["variants"][key]["threshold"], kind, sel))
         short = f"{name}\n@{'PR-opt' if kind == 'pr' else '0.5'}"
         groups.append((short, {k: [r[k] for r in sel] for k, _ in BOX_METRICS}))
+    deployed = [r for r in rows if r["variant"] == summary["deployed_variant"]]
+    details = ("What the exported model does (PR-optimal threshold "
+               f"{summary['pr_optimal']['threshold']:.3f}, PP), per fold and per case:\n\n"
+               + fold_table(deployed) + "\n" + case_table(deployed))
     write_tables(table, out_dir, title=f"Cross-validation of {summary['config']} "
-                                       f"({summary['subjects']} subjects)", overwrite=overwrite)
+                                       f"({summary['subjects']} subjects)", overwrite=overwrite,
+                 details=details)
     plot_curves([curve.plot_entry(label, summary["pr_optimal"]["threshold"])],
                 out_dir / "roc_pr.png", overwrite=overwrite)
     plot_boxes(groups, out_dir / "boxplots.png", overwrite=overwrite)

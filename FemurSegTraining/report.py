@@ -78,9 +78,79 @@ def csv_text(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
+DETAIL_METRICS = [("dsc", "DSC", 3), ("precision", "Precision", 3), ("recall", "Recall", 3),
+                  ("hd95_mm", "HD95 mm", 1), ("assd_mm", "ASSD mm", 2)]
+
+
+def _num(v, digits: int) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def fold_table(subjects: Sequence[dict]) -> str:
+    """Markdown: one row per fold (its validation cases, mean ± sd of each metric), then all."""
+    folds = sorted({int(r["fold"]) for r in subjects})
+    head = ["Fold", "Validation cases"] + [t for _, t, _ in DETAIL_METRICS]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * len(DETAIL_METRICS)) + "|"]
+    groups = [(str(k), [r for r in subjects if int(r["fold"]) == k]) for k in folds]
+    groups.append(("all", list(subjects)))
+    for name, sel in groups:
+        cases = ", ".join(sorted(r["subject"] for r in sel)) if name != "all" else str(len(sel))
+        cells = []
+        for key, _, digits in DETAIL_METRICS:
+            m, sd, _n = mean_sd([r.get(key) for r in sel])
+            cells.append(f"{_num(m, digits)} ± {_num(sd, digits)}" if np.isfinite(m) else "n/a")
+        lines.append("| " + " | ".join([name, cases] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def case_table(subjects: Sequence[dict]) -> str:
+    """Markdown: one row per case with its fold, metrics and predicted / reference volume."""
+    head = ["Case", "Fold"] + [t for _, t, _ in DETAIL_METRICS] + [
+        "Volume ml (predicted / reference)"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(DETAIL_METRICS) + 1)) + "|"]
+    for r in sorted(subjects, key=lambda r: r["subject"]):
+        cells = [r["subject"], str(int(r["fold"]))] + [_num(r.get(k), d) for k, _, d in DETAIL_METRICS]
+        cells.append(f"{_num(r.get('volume_pred_ml'), 0)} / {_num(r.get('volume_ref_ml'), 0)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_tables(columns: Sequence[Tuple[str, Sequence[dict]]]) -> str:
+    """Markdown: DSC per fold and per case side by side for several configurations (rows of
+    Table 2), each a (label, per-subject rows) pair over the same subjects and folds."""
+    labels = [c for c, _ in columns]
+    by_case = [{r["subject"]: r for r in rows} for _, rows in columns]
+    cases = sorted(set().union(*[set(b) for b in by_case]))
+    fold_of = {}
+    for b in by_case:
+        for name, r in b.items():
+            fold_of.setdefault(name, int(r["fold"]))
+    folds = sorted(set(fold_of.values()))
+    out = ["DSC per fold (mean ± sd over its validation cases):", "",
+           "| Fold | " + " | ".join(labels) + " |",
+           "|---|" + "---:|" * len(labels)]
+    for k in folds + ["all"]:
+        cells = []
+        for b in by_case:
+            vals = [r["dsc"] for n, r in b.items() if k == "all" or fold_of[n] == k]
+            m, sd, _n = mean_sd(vals)
+            cells.append(f"{_num(m, 3)} ± {_num(sd, 3)}" if np.isfinite(m) else "n/a")
+        out.append(f"| {k} | " + " | ".join(cells) + " |")
+    out += ["", "DSC per case:", "", "| Case | Fold | " + " | ".join(labels) + " |",
+            "|---|---|" + "---:|" * len(labels)]
+    for name in cases:
+        cells = [_num(b[name]["dsc"], 3) if name in b else "n/a" for b in by_case]
+        out.append(f"| {name} | {fold_of[name]} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def write_tables(rows: Sequence[dict], out_dir: Path, *, title: str = "",
-                 overwrite: bool = False) -> None:
-    io.write_text(markdown_table(rows, title), Path(out_dir) / "table.md", overwrite=overwrite)
+                 overwrite: bool = False, details: str = "") -> None:
+    """``table.md`` (Table 2 rows, then ``details``) and ``table.csv`` in ``out_dir``."""
+    text = markdown_table(rows, title) + (f"\n{details}" if details else "")
+    io.write_text(text, Path(out_dir) / "table.md", overwrite=overwrite)
     io.write_text(csv_text(rows), Path(out_dir) / "table.csv", overwrite=overwrite)
 
 
@@ -206,7 +276,7 @@ def combine_runs(run_dirs: Sequence[Path], out_dir: Path, *, threshold: str = "p
     if threshold not in ("pr", "0.5"):
         raise FemurSegError(f"threshold must be 'pr' or '0.5', not {threshold!r}")
     out_dir = Path(out_dir)
-    rows, curves, groups = [], [], []
+    rows, curves, groups, columns = [], [], [], []
     for run_dir in run_dirs:
         summary = read_summary(run_dir)
         per_subject = read_per_subject(run_dir)
@@ -220,11 +290,14 @@ def combine_runs(run_dirs: Sequence[Path], out_dir: Path, *, threshold: str = "p
             subjects = [r for r in per_subject if r["variant"] == key]
             row_label = label + (" + PP" if use_pp else "")
             rows.append(table_row(row_label, v["threshold"], threshold, subjects))
+            columns.append((row_label, subjects))
             groups.append((row_label, {k: [r[k] for r in subjects] for k, _ in BOX_METRICS}))
         curve = PooledCurve.load(Path(run_dir) / "evaluation" / "curves.npz")
         curves.append(curve.plot_entry(label, summary["pr_optimal"]["threshold"]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_tables(rows, out_dir, title="Table 2 (reproduced)", overwrite=overwrite)
+    thr = "PR-optimal threshold of each row" if threshold == "pr" else "threshold 0.5"
+    write_tables(rows, out_dir, title="Table 2 (reproduced)", overwrite=overwrite,
+                 details=f"At the {thr}.\n\n" + comparison_tables(columns))
     plot_curves(curves, out_dir / "roc_pr.png", overwrite=overwrite)
     plot_boxes(groups, out_dir / "boxplots.png", overwrite=overwrite)
     return rows

@@ -88,6 +88,11 @@ def test_evaluation_files(evaluated_run):
         np.mean(dsc), abs=1e-5)
     table = (ev / "table.md").read_text(encoding="utf-8")
     assert "| 3D tiny + PP | " in table and "(PR-optimal)" in table
+    # per fold and per case, for what the exported model does (PR-optimal threshold + PP)
+    pr_pp = sorted((r for r in rows if r["variant"] == "pr+PP"), key=lambda r: r["subject"])
+    assert "| Fold | Validation cases | DSC |" in table and "| all | 4 | " in table
+    for r in pr_pp:
+        assert f"| {r['subject']} | {r['fold']} | {float(r['dsc']):.3f} |" in table
     head = (ev / "table.csv").read_text(encoding="utf-8").splitlines()[0]
     assert head.startswith("configuration,threshold,threshold_kind,subjects,dsc_mean,dsc_sd")
     for png in ("roc_pr.png", "boxplots.png"):
@@ -158,6 +163,9 @@ def test_table_combines_runs(evaluated_run):
     assert main(["table", str(run), str(run), "-o", str(out), "--pp", "both"]) == 0
     lines = [ln for ln in (out / "table.md").read_text(encoding="utf-8").splitlines() if ln.startswith("| 3D")]
     assert len(lines) == 4 and lines[1].startswith("| 3D tiny + PP |")
+    text = (out / "table.md").read_text(encoding="utf-8")
+    assert "| Fold | 3D tiny | 3D tiny + PP | 3D tiny | 3D tiny + PP |" in text
+    assert sum(ln.startswith("| case") for ln in text.splitlines()) == 4
     assert (out / "roc_pr.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "boxplots.png").read_bytes()[:8] == PNG_MAGIC
 
