@@ -205,7 +205,10 @@ def _data_description(path: Optional[str]) -> Optional[str]:
         if p.is_file():
             text = p.read_text(encoding="utf-8", errors="replace").strip().split("\n\n")
             body = [t for t in text if not t.lstrip().startswith("#")]
-            return " ".join((body[0] if body else text[0]).split())[:1000]
+            para = " ".join((body[0] if body else text[0]).split())[:1000]
+            if para.endswith(":") and ". " in para:  # drop a sentence introducing a block
+                para = para[:para.rindex(". ") + 1]
+            return para
     return None
 
 

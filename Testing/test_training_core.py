@@ -366,3 +366,16 @@ def test_comparison_tables_side_by_side():
     assert "| 1 | 0.700 ± 0.141 | 0.700 ± 0.000 |" in text
     assert "| all | 0.767 ± 0.153 | 0.750 ± 0.071 |" in text
     assert "| a | 0 | 0.900 | 0.800 |" in text and "| c | 1 | 0.600 | n/a |" in text
+
+
+@pytest.mark.parametrize("readme, expected", [
+    ("# Title\n\nFirst paragraph\nof two lines.\n\nSecond.", "First paragraph of two lines."),
+    ("# T\n\n17 scans. Layout follows nnU-Net:\n\n    imagesTr/", "17 scans."),  # block intro dropped
+    ("Only: a colon", "Only: a colon"),
+])
+def test_card_data_description_from_readme(tmp_path, readme, expected):
+    from FemurSegTraining.release import _data_description
+
+    (tmp_path / "README.md").write_text(readme, encoding="utf-8")
+    assert _data_description(str(tmp_path)) == expected
+    assert _data_description(str(tmp_path / "missing")) is None
