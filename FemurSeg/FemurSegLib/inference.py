@@ -219,6 +219,22 @@ def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *
                      for a in inf.get("tta_flip_axes", [[2]])] if tta else [])
     runs = [(e, f) for e in engines for f in flips]
     roi = inf.get("roi") if arch["type"] != "UNet2D" and len(engines) > 1 and not dense else None
+
+    def foreground(engine: Engine, vol: np.ndarray, flip: tuple, sub: Progress) -> np.ndarray:
+        """One fold's femur probability of ``vol``, predicted flipped along ``flip``."""
+        vol = np.ascontiguousarray(np.flip(vol, axis=flip) if flip else vol)
+        if arch["type"] == "UNet2D":
+            probs = predict_2d(engine, vol, input_size=inf["input_size"],
+                               output_size=inf["output_size"],
+                               context=int(arch.get("in_channels", 3)), progress=sub)
+        else:
+            probs = predict_3d(engine, vol, patch=inf.get("patch_size"),
+                               divisor=inf.get("divisor", [1, 1, 1]),
+                               overlap=float(inf.get("overlap", 0.5)),
+                               batch_size=int(inf.get("batch_size", 1)), progress=sub)
+        fg = 1.0 - probs[0] if probs.shape[0] > 2 else probs[1]
+        return np.flip(fg, axis=flip) if flip else fg
+
     box = None
     first = None
     total = None
@@ -230,32 +246,11 @@ def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *
             first = total / len(flips)
             box = roi_box(first, float(roi.get("threshold", 0.05)), roi.get("margin", [2, 16, 16]),
                           inf.get("divisor", [1, 1, 1]))
-        if box is not None:
-            crop = np.ascontiguousarray(volume[box])
-            crop = np.flip(crop, axis=flip) if flip else crop
-            probs = predict_3d(engine, np.ascontiguousarray(crop), patch=inf.get("patch_size"),
-                               divisor=inf.get("divisor", [1, 1, 1]),
-                               overlap=float(inf.get("overlap", 0.5)),
-                               batch_size=int(inf.get("batch_size", 1)), progress=sub)
-            fg_crop = 1.0 - probs[0] if probs.shape[0] > 2 else probs[1]
-            fg_crop = np.flip(fg_crop, axis=flip) if flip else fg_crop
+        if box is None:
+            fg = foreground(engine, volume, flip, sub)
+        else:  # outside the box this fold counts with the first fold's probability
             fg = first.copy()
-            fg[box] = fg_crop
-            total = total + fg
-            continue
-        vol = np.flip(volume, axis=flip) if flip else volume
-        if arch["type"] == "UNet2D":
-            probs = predict_2d(engine, np.ascontiguousarray(vol), input_size=inf["input_size"],
-                               output_size=inf["output_size"],
-                               context=int(arch.get("in_channels", 3)), progress=sub)
-        else:
-            patch = inf.get("patch_size")
-            probs = predict_3d(engine, np.ascontiguousarray(vol), patch=patch,
-                               divisor=inf.get("divisor", [1, 1, 1]),
-                               overlap=float(inf.get("overlap", 0.5)),
-                               batch_size=int(inf.get("batch_size", 1)), progress=sub)
-        fg = 1.0 - probs[0] if probs.shape[0] > 2 else probs[1]
-        fg = np.flip(fg, axis=flip) if flip else fg
+            fg[box] = foreground(engine, volume[box], flip, sub)
         total = fg.astype(np.float32) if total is None else total + fg
     return (total / len(runs)).astype(np.float32)
 
