@@ -45,8 +45,13 @@ def table_row(label: str, threshold: float, threshold_kind: str,
     return row
 
 
-def _fmt(m: float, s: float) -> str:
-    return "n/a" if not np.isfinite(m) else f"{m:.3f} ± {s:.3f}"
+def _fmt(m: float, s: float, digits: int = 3) -> str:
+    """"mean ± sd" with ``digits`` decimals, or "n/a" without a mean."""
+    return "n/a" if not np.isfinite(m) else f"{_num(m, digits)} ± {_num(s, digits)}"
+
+
+def _num(v, digits: int) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
 def markdown_table(rows: Sequence[dict], title: str = "") -> str:
@@ -82,10 +87,6 @@ DETAIL_METRICS = [("dsc", "DSC", 3), ("precision", "Precision", 3), ("recall", "
                   ("hd95_mm", "HD95 mm", 1), ("assd_mm", "ASSD mm", 2)]
 
 
-def _num(v, digits: int) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
-
-
 def fold_table(subjects: Sequence[dict]) -> str:
     """Markdown: one row per fold (its validation cases, mean ± sd of each metric), then all."""
     folds = sorted({int(r["fold"]) for r in subjects})
@@ -96,10 +97,8 @@ def fold_table(subjects: Sequence[dict]) -> str:
     groups.append(("all", list(subjects)))
     for name, sel in groups:
         cases = ", ".join(sorted(r["subject"] for r in sel)) if name != "all" else str(len(sel))
-        cells = []
-        for key, _, digits in DETAIL_METRICS:
-            m, sd, _n = mean_sd([r.get(key) for r in sel])
-            cells.append(f"{_num(m, digits)} ± {_num(sd, digits)}" if np.isfinite(m) else "n/a")
+        cells = [_fmt(*mean_sd([r.get(key) for r in sel])[:2], digits)
+                 for key, _, digits in DETAIL_METRICS]
         lines.append("| " + " | ".join([name, cases] + cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -132,11 +131,8 @@ def comparison_tables(columns: Sequence[Tuple[str, Sequence[dict]]]) -> str:
            "| Fold | " + " | ".join(labels) + " |",
            "|---|" + "---:|" * len(labels)]
     for k in folds + ["all"]:
-        cells = []
-        for b in by_case:
-            vals = [r["dsc"] for n, r in b.items() if k == "all" or fold_of[n] == k]
-            m, sd, _n = mean_sd(vals)
-            cells.append(f"{_num(m, 3)} ± {_num(sd, 3)}" if np.isfinite(m) else "n/a")
+        cells = [_fmt(*mean_sd([r["dsc"] for n, r in b.items()
+                                if k == "all" or fold_of[n] == k])[:2]) for b in by_case]
         out.append(f"| {k} | " + " | ".join(cells) + " |")
     out += ["", "DSC per case:", "", "| Case | Fold | " + " | ".join(labels) + " |",
             "|---|---|" + "---:|" * len(labels)]
