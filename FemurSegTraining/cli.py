@@ -20,6 +20,12 @@ def _default_run_dir(cfg: dict) -> Path:
 def _load(args) -> dict:
     from .config import load_config
 
+    if getattr(args, "threads", None):
+        import torch
+
+        if args.threads < 1:
+            raise FemurSegError(f"--threads must be at least 1, not {args.threads}")
+        torch.set_num_threads(args.threads)
     return load_config(args.config, plan=args.plan)
 
 
@@ -119,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--epochs", type=int, help="epoch cap (e.g. for CPU runs)")
         s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (under torchrun: "
                        "cuda uses the local rank's GPU)")
+        s.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's "
+                       "choice; 1 lets two runs share two cores)")
         s.add_argument("--quiet", action="store_true")
 
     f = sub.add_parser("fit", help="train one fold")

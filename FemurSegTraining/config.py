@@ -44,6 +44,15 @@ DEFAULTS = {
     "inference": {"patch_size": None, "overlap": 0.5, "tta_flip_axes": [[2]]},
     "postprocess": "largest_per_femur",
     "num_workers": 0,
+    # dataset label names of the output channels after background, e.g. ["femur", "ilium",
+    # "spine", "sacrum"]; None: the foreground alone (two classes)
+    "classes": None,
+    # {"slices": S, "margin_mm": M}: ignore the S slices past each femur's last labelled
+    # (posterior) slice within M mm of its footprint (FemurSegTraining.data.unlabelled_end_zone)
+    "unlabelled_ends": None,
+    # which epoch's weights a fold keeps: "best" validation DSC (the paper's early stopping) or
+    # "last" (no choice on the validation cases: unbiased cross-validation)
+    "select": "best",
 }
 
 
@@ -78,8 +87,15 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
     cfg["name"] = cfg["name"] or p.stem
     if not cfg["architecture"]:
         raise FemurSegError(f"config {p.name} has no architecture")
-    if cfg["architecture"].get("type") not in ("UNet3D", "UNet2D"):
-        raise FemurSegError(f"config {p.name}: architecture type must be UNet3D or UNet2D")
+    if cfg["architecture"].get("type") not in ("UNet3D", "UNet2D", "UNet25D"):
+        raise FemurSegError(f"config {p.name}: architecture type must be UNet3D, UNet2D or "
+                            "UNet25D")
+    if cfg["select"] not in ("best", "last"):
+        raise FemurSegError(f"config {p.name}: select must be \"best\" or \"last\"")
+    classes = cfg["classes"]
+    if classes is not None and (not isinstance(classes, list) or not classes
+                                or len(classes) + 1 != int(cfg["architecture"].get("num_classes", 2))):
+        raise FemurSegError(f"config {p.name}: classes must list num_classes - 1 label names")
     if plan is not None:
         from .plan import apply_plan, read_plan
 
@@ -95,23 +111,35 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
 def check_lr_schedule(schedule, where: str = "config") -> None:
     if schedule is None:
         return
-    if (not isinstance(schedule, dict) or set(schedule) != {"constant_epochs", "decay_epochs"}
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                       for v in schedule.values())):
-        raise FemurSegError(f"{where}: lr_schedule must be null or "
-                            '{"constant_epochs": C, "decay_epochs": D} with integers >= 0')
+    ok = isinstance(schedule, dict) and (
+        (set(schedule) == {"constant_epochs", "decay_epochs"}
+         and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                 for v in schedule.values()))
+        or (set(schedule) == {"poly_exponent"} and isinstance(schedule["poly_exponent"], (int, float))
+            and not isinstance(schedule["poly_exponent"], bool) and schedule["poly_exponent"] > 0))
+    if not ok:
+        raise FemurSegError(f"{where}: lr_schedule must be null, "
+                            '{"constant_epochs": C, "decay_epochs": D} with integers >= 0, or '
+                            '{"poly_exponent": E} with E > 0')
 
 
 def lr_at_epoch(cfg: dict, epoch: int) -> float:
-    """Learning rate of ``epoch`` (0-based): the optimizer's ``lr`` while ``epoch`` < C, then
+    """Learning rate of ``epoch`` (0-based), a pure function of the epoch so that resumed runs
+    stay exact.
+
+    Cosine: the optimizer's ``lr`` while ``epoch`` < C, then
     ``lr * (1 + cos(pi * (epoch - C + 1) / (D + 1))) / 2`` for the D decay epochs, and the last
-    decayed value after them. A pure function of the epoch, so resumed runs stay exact."""
+    decayed value after them. Poly (nnU-Net): ``lr * (1 - epoch / max_epochs) ** E``.
+    """
     import math
 
     lr = float(cfg["optimizer"]["lr"])
     schedule = cfg.get("lr_schedule")
     if not schedule:
         return lr
+    if "poly_exponent" in schedule:
+        total = max(int(cfg["max_epochs"]), 1)
+        return lr * max(0.0, 1.0 - min(epoch, total) / total) ** float(schedule["poly_exponent"])
     c, d = int(schedule["constant_epochs"]), int(schedule["decay_epochs"])
     if epoch < c or d == 0:
         return lr
@@ -120,4 +148,23 @@ def lr_at_epoch(cfg: dict, epoch: int) -> float:
 
 
 def is_2d(cfg: dict) -> bool:
+    """The paper's unpadded 2D U-Net (nine tiles per slice)."""
     return cfg["architecture"]["type"] == "UNet2D"
+
+
+def is_25d(cfg: dict) -> bool:
+    """A padded 2.5D U-Net (adjacent slices in, whole slices predicted)."""
+    return cfg["architecture"]["type"] == "UNet25D"
+
+
+def foreground_index(cfg: dict) -> int:
+    """Output channel of the femur: 1 (two classes), or 1 + its place in ``classes``."""
+    classes = cfg.get("classes")
+    if not classes:
+        return 1
+    fg = str(cfg.get("foreground") or "femur").lower()
+    names = [str(c).lower() for c in classes]
+    if fg not in names:
+        raise FemurSegError(f"config {cfg.get('name')}: foreground {fg!r} is not in classes "
+                            f"{classes}")
+    return 1 + names.index(fg)

@@ -26,7 +26,8 @@ from FemurSegLib.errors import FemurSegError
 from FemurSegLib.io import write_json
 from FemurSegLib.preprocessing import InputSpec
 
-from .data import Dataset, load_dataset, preprocess_case
+from .config import foreground_index
+from .data import Dataset, TargetSpec, foreground_value, load_dataset, preprocess_case
 from .splits import check_splits, load_or_make_splits
 
 log = logging.getLogger("femurseg.train")
@@ -62,6 +63,17 @@ def save_run(run_dir: Path, run: dict) -> None:
     write_json(run, Path(run_dir) / "run.json", overwrite=True)
 
 
+def target_spec(cfg: dict, dataset: Dataset) -> TargetSpec:
+    """The training class map's rules for ``cfg`` on ``dataset`` (class names to label values)."""
+    values = [0]
+    for name in cfg.get("classes") or [cfg.get("foreground") or "femur"]:
+        values.append(foreground_value({"labels": dataset.labels}, str(name)))
+    ends = cfg.get("unlabelled_ends") or {}
+    return TargetSpec(classes=tuple(values), foreground_index=foreground_index(cfg),
+                      end_slices=int(ends.get("slices", 0)),
+                      end_margin_mm=float(ends.get("margin_mm", 10.0)))
+
+
 def prepare_run(cfg: dict, data_dir: Optional[str], run_dir: Path, cache_dir: Optional[Path]):
     """Load and validate the dataset, preprocess (cached) and make or reuse the splits."""
     data_dir = data_dir or cfg.get("dataset")
@@ -69,10 +81,11 @@ def prepare_run(cfg: dict, data_dir: Optional[str], run_dir: Path, cache_dir: Op
         raise FemurSegError("no dataset: pass --data DATASET_DIR (nnU-Net raw layout)")
     dataset = load_dataset(data_dir, cfg.get("foreground"))
     spec = InputSpec.from_dict(cfg["input"])
+    targets = target_spec(cfg, dataset)
     cache = Path(cache_dir) if cache_dir else Path(run_dir) / "cache"
     cases = {}
     for c in dataset.cases:
-        cases[c.name] = preprocess_case(c, spec, dataset.foreground_label, cache)
+        cases[c.name] = preprocess_case(c, spec, dataset.foreground_label, cache, targets)
     names = [c.name for c in dataset.cases]
     strata = [float(cases[n].target.sum()) for n in names]  # femur volume on the network grid
     splits = load_or_make_splits(Path(run_dir) / "splits.json", names, strata,

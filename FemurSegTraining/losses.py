@@ -32,16 +32,31 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
     return (voxel_w * ce).mean()
 
 
+IGNORE_INDEX = 255  # voxels no loss sees (FemurSegTraining.data.IGNORE)
+
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice of the foreground, over the whole batch."""
-    p = torch.softmax(logits, dim=1)[:, 1]
-    t = target.float()
-    inter = (p * t).sum()
-    return 1.0 - (2 * inter + eps) / (p.sum() + t.sum() + eps)
+    """1 - soft Dice over the whole batch, averaged over the foreground classes (1..K-1).
+
+    Voxels whose target is :data:`IGNORE_INDEX` count for no class. With two classes this is
+    the foreground Dice.
+    """
+    p = torch.softmax(logits, dim=1)
+    valid = (target != IGNORE_INDEX)
+    t = torch.where(valid, target.long(), torch.zeros_like(target, dtype=torch.long))
+    v = valid.unsqueeze(1).to(p.dtype)
+    onehot = F.one_hot(t, p.shape[1]).movedim(-1, 1).to(p.dtype) * v
+    p = p * v
+    dims = [0] + list(range(2, p.ndim))
+    inter = (p * onehot).sum(dim=dims)[1:]
+    denom = (p.sum(dim=dims) + onehot.sum(dim=dims))[1:]
+    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, target.long()) + soft_dice_loss(logits, target)
+    """Cross-entropy plus soft Dice, both blind to :data:`IGNORE_INDEX` voxels."""
+    return (F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX)
+            + soft_dice_loss(logits, target))
 
 
 LOSSES = {"weighted_ce": weighted_cross_entropy, "dice_ce": dice_ce_loss}

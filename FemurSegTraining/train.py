@@ -20,12 +20,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from FemurSegLib.inference import predict_2d, predict_3d
+from FemurSegLib.inference import predict_2d, predict_3d, predict_slices, slice_stack
 from FemurSegLib.metrics import dice
 from FemurSegLib.networks import build_network
 
 from . import distributed
-from .config import is_2d, lr_at_epoch
+from .augment import affine_batch, robust_intensity, synthetic_contrast
+from .config import foreground_index, is_2d, is_25d, lr_at_epoch
 from .data import Preprocessed
 from .losses import get_loss
 
@@ -128,8 +129,42 @@ def sample_patch_2d(case: Preprocessed, in_size: int, out_size: int, context: in
     return img, tgt
 
 
+_FG_INDEX_CACHE: Dict[int, np.ndarray] = {}
+
+
+def _foreground_voxels(case: Preprocessed) -> np.ndarray:
+    key = id(case.target)
+    if key not in _FG_INDEX_CACHE:
+        _FG_INDEX_CACHE[key] = np.argwhere(case.target)
+    return _FG_INDEX_CACHE[key]
+
+
+def sample_slab(case: Preprocessed, size: int, context: int, rng: np.random.Generator,
+                p_fg: float):
+    """``context`` adjacent slices (mirrored beyond the ends, as :func:`predict_slices` does)
+    cropped to ``size``^2 in-plane around a random voxel, or around a femur voxel w.p. ``p_fg``;
+    and the centre slice's class map (``Preprocessed.training_target``)."""
+    shape = case.image.shape
+    fg = _foreground_voxels(case) if rng.random() < p_fg else None
+    if fg is not None and len(fg):
+        z, y, x = (int(v) for v in fg[rng.integers(len(fg))])
+    else:
+        z, y, x = (int(rng.integers(s)) for s in shape)
+    starts = []
+    for c, dim in ((y, shape[1]), (x, shape[2])):
+        s0 = c - size // 2
+        starts.append(min(max(s0, 0), dim - size) if dim >= size else (dim - size) // 2)
+    bg = float(case.image.min())
+    stack = slice_stack(case.image, z, context)
+    img = _crop_with_pad(stack, [0] + starts, [context, size, size], bg)
+    tgt = _crop_with_pad(case.training_target[z:z + 1], [0] + starts, [1, size, size], 0)[0]
+    return img, tgt
+
+
 def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: dict):
-    """Left-right flip (the paper's augmentation), plus optional intensity changes."""
+    """Left-right flip (the paper's augmentation), plus optional intensity changes: mild
+    (``intensity``), SynthSeg-like look-up tables (``synthetic_contrast``), or the scanner and
+    sequence changes of :func:`.augment.robust_intensity` (``robust_intensity``)."""
     aug = cfg.get("augment", {})
     if aug.get("flip_lr", True) and rng.random() < 0.5:
         image, target = image[..., ::-1], target[..., ::-1]
@@ -141,8 +176,9 @@ def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg
         image = image * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05)
         image = image + rng.normal(0, rng.uniform(0, 0.03), image.shape).astype(np.float32)
     if aug.get("synthetic_contrast"):
-        from .augment import synthetic_contrast
         image = synthetic_contrast(image, rng)
+    if aug.get("robust_intensity"):
+        image = robust_intensity(image, rng)
     return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(target)
 
 
@@ -165,15 +201,18 @@ def predict_case(net: torch.nn.Module, cfg: dict, image: np.ndarray, device: str
     """Foreground probability on the network grid (no TTA) with the core's inference code."""
     engine = TorchNetEngine(net, device)
     net.eval()
+    inf = inference_geometry(cfg, net)
     if is_2d(cfg):
-        inf = inference_geometry(cfg, net)
         probs = predict_2d(engine, image, input_size=inf["input_size"],
                            output_size=inf["output_size"],
                            context=int(cfg["architecture"].get("in_channels", 3)))
+    elif is_25d(cfg):
+        probs = predict_slices(engine, image, context=int(cfg["architecture"]["in_channels"]),
+                               divisor=inf["divisor"], batch_size=int(inf.get("batch_size", 8)))
     else:
         probs = predict_3d(engine, image, patch=cfg["inference"].get("patch_size"),
                            divisor=list(net.divisor), overlap=cfg["inference"].get("overlap", 0.5))
-    return probs[1]
+    return probs[foreground_index(cfg)]
 
 
 def inference_geometry(cfg: dict, net: Optional[torch.nn.Module] = None) -> dict:
@@ -186,6 +225,8 @@ def inference_geometry(cfg: dict, net: Optional[torch.nn.Module] = None) -> dict
         inf["output_size"] = net.output_size(size)
     else:
         inf["divisor"] = list(net.divisor)
+    if foreground_index(cfg) != 1 or int(cfg["architecture"].get("num_classes", 2)) > 2:
+        inf["foreground_channels"] = [foreground_index(cfg)]
     return inf
 
 
@@ -196,6 +237,17 @@ def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.part")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def make_optimizer(net: torch.nn.Module, opt_cfg: dict) -> torch.optim.Optimizer:
+    """Adam (the paper) or AdamW (decoupled weight decay) from the config's ``optimizer``."""
+    name = str(opt_cfg.get("name", "adam")).lower()
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(name)
+    if cls is None:
+        from FemurSegLib.errors import FemurSegError
+        raise FemurSegError(f"unknown optimizer {name!r} (adam, adamw)")
+    return cls(net.parameters(), lr=float(opt_cfg["lr"]),
+               weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
 
 
 @dataclass
@@ -228,8 +280,7 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
     torch.manual_seed(seed + 1000 * fold)
     net = build_network(cfg["architecture"]).to(device)
     opt_cfg = cfg["optimizer"]
-    optimizer = torch.optim.Adam(net.parameters(), lr=float(opt_cfg["lr"]),
-                                 weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
+    optimizer = make_optimizer(net, opt_cfg)
     stopper = EarlyStopping(float(cfg["min_delta"]), int(cfg["patience"]), int(cfg["min_epochs"]))
     history: List[dict] = []
     start_epoch = 0
@@ -269,6 +320,7 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
         steps = int(math.ceil(steps / world_size))
     bs = int(cfg["batch_size"])
     two_d = is_2d(cfg)
+    slab = is_25d(cfg)
     inf = inference_geometry(cfg) if two_d else None
     stopped = False
     for epoch in range(start_epoch, cap):
@@ -288,7 +340,11 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
             xs, ys = [], []
             for _b in range(bs):
                 case = train_cases[int(rng.integers(len(train_cases)))]
-                if two_d:
+                if slab:
+                    x, y = sample_slab(case, int(cfg["patch_size"]),
+                                       int(cfg["architecture"]["in_channels"]), rng,
+                                       float(cfg["foreground_oversample"]))
+                elif two_d:
                     x, y = sample_patch_2d(case, inf["input_size"], inf["output_size"],
                                            int(cfg["architecture"].get("in_channels", 3)), rng,
                                            float(cfg["foreground_oversample"]))
@@ -296,10 +352,12 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
                     x, y = sample_patch_3d(case, cfg["patch_size"], rng,
                                            float(cfg["foreground_oversample"]))
                 x, y = augment(x, y, rng, cfg)
-                xs.append(x if two_d else x[None])
+                xs.append(x if (two_d or slab) else x[None])
                 ys.append(y)
             xb = torch.from_numpy(np.stack(xs)).to(device)
             yb = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
+            if slab and cfg["augment"].get("affine"):
+                xb, yb = affine_batch(xb, yb, rng)
             optimizer.zero_grad(set_to_none=True)
             if use_amp:
                 with torch.autocast("cuda", dtype=torch.float16):
@@ -324,6 +382,9 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
         if stop:
             stopped = True
             break
+    if cfg.get("select", "best") == "last" and history:
+        return FitResult(fold_dir, len(history), int(history[-1]["epoch"]),
+                         float(history[-1]["val_dsc"]), stopped, elapsed, history)
     return FitResult(fold_dir, len(history), stopper.best_epoch, stopper.best, stopped, elapsed,
                      history)
 
@@ -348,7 +409,9 @@ def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: Lis
     row = {"epoch": epoch, "loss": mean_loss, "val_dsc": val,
            "seconds": seconds, "best_epoch": stopper.best_epoch}
     history.append(row)
-    if stopper.best_epoch != improved_before:
+    if cfg.get("select", "best") == "last" or stopper.best_epoch != improved_before:
+        # best.pt holds the selected weights: the best validation epoch, or with
+        # ``"select": "last"`` the latest epoch (no choice made on the validation cases)
         _atomic_save(net.state_dict(), fold_dir / "best.pt")
     state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
              "early_stopping": stopper.state_dict(), "history": history,

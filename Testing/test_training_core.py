@@ -322,7 +322,7 @@ def test_lr_schedule_validated(tmp_path, schedule):
     raw["lr_schedule"] = schedule
     p = tmp_path / "c.json"
     p.write_text(json.dumps(raw), encoding="utf-8")
-    with pytest.raises(FemurSegError, match="lr_schedule must be null or"):
+    with pytest.raises(FemurSegError, match="lr_schedule must be null, "):
         load_config(str(p))
 
 

@@ -131,6 +131,52 @@ def predict_3d(engine: Engine, volume: np.ndarray, *, patch: Optional[Sequence[i
 
 
 # ----------------------------------------------------------------------------------------------
+# 2.5D prediction (adjacent slices in, the centre slice out)
+
+
+def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
+    """Slices ``z - context//2 .. z + context//2`` of ``volume`` ``[D, H, W]``, mirrored
+    (symmetric: -1 -> 0, D -> D-1) beyond the ends. Training and inference both use this."""
+    d = volume.shape[0]
+    half = context // 2
+    idx = np.arange(z - half, z + half + 1)
+    period = 2 * d
+    idx = np.mod(idx, period)
+    idx = np.where(idx >= d, period - 1 - idx, idx)
+    return volume[idx]
+
+
+def predict_slices(engine: Engine, volume: np.ndarray, *, context: int,
+                   divisor: Sequence[int], batch_size: int = 8,
+                   box: Optional[Tuple[slice, ...]] = None,
+                   progress: Progress = _no_progress) -> np.ndarray:
+    """Probabilities ``[K, D, H, W]`` of a 2.5D network (``context`` adjacent slices in).
+
+    Every slice is predicted whole, with its neighbours as channels (mirrored beyond the
+    volume's ends); in-plane the slices are padded with the volume's minimum up to a multiple of
+    ``divisor`` (as training pads its crops). With ``box`` only that part of the volume is
+    predicted (its slices still see their real neighbours) and the result has the box's shape.
+    """
+    pad_value = float(volume.min())
+    box = box if box is not None else tuple(slice(0, n) for n in volume.shape)
+    zs = list(range(*box[0].indices(volume.shape[0])))
+    plane = volume[:, box[1], box[2]]
+    target = round_up(plane.shape[1:], divisor[1:])
+    acc = None
+    for b in range(0, len(zs), batch_size):
+        chunk = zs[b:b + batch_size]
+        x = np.stack([slice_stack(plane, z, context) for z in chunk])
+        x, crop = pad_to_shape(x, target, pad_value)
+        y = engine(np.ascontiguousarray(x, dtype=np.float32))
+        y = y[(slice(None), slice(None)) + crop[-2:]]
+        if acc is None:
+            acc = np.zeros((y.shape[1], len(zs)) + plane.shape[1:], dtype=np.float32)
+        acc[:, b:b + len(chunk)] = np.moveaxis(y, 0, 1)
+        progress(min(1.0, (b + len(chunk)) / len(zs)), "network")
+    return acc
+
+
+# ----------------------------------------------------------------------------------------------
 # 2D prediction (the paper's 2D U-Net)
 
 

@@ -1,0 +1,221 @@
+"""The 2.5D recipe: network, slice stacks, targets with the unlabelled-end zone, losses,
+schedule and augmentation, on literal arrays with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from FemurSegLib.inference import predict_slices, slice_stack
+from FemurSegLib.networks import UNet25D, build_network
+from FemurSegTraining import augment as A
+from FemurSegTraining.config import foreground_index, lr_at_epoch
+from FemurSegTraining.data import IGNORE, Preprocessed, TargetSpec, class_map, unlabelled_end_zone
+from FemurSegTraining.losses import dice_ce_loss, soft_dice_loss
+from FemurSegTraining.train import sample_slab
+
+
+# ----------------------------------------------------------------------------------------------
+# network
+
+
+def test_unet25d_keeps_in_plane_size_and_checks_context():
+    net = UNet25D(in_channels=5, num_classes=5, features=4, levels=3).eval()
+    assert net.divisor == (1, 4, 4)
+    with torch.no_grad():
+        y = net(torch.zeros(2, 5, 24, 32))
+    assert tuple(y.shape) == (2, 5, 24, 32)
+    with pytest.raises(ValueError, match="odd"):
+        UNet25D(in_channels=4)
+
+
+def test_build_network_knows_unet25d_and_max_features():
+    net = build_network({"type": "UNet25D", "in_channels": 3, "num_classes": 2, "features": 4,
+                         "levels": 4, "max_features": 8})
+    widths = [block[0].out_channels for block in net.down]
+    assert widths == [4, 8, 8, 8]
+    with pytest.raises(ValueError, match="unknown UNet25D parameters: pooling"):
+        build_network({"type": "UNet25D", "pooling": [[1, 2, 2]]})
+
+
+# ----------------------------------------------------------------------------------------------
+# slice stacks and whole-slice prediction
+
+
+@pytest.mark.parametrize("z, expected", [
+    (0, [1, 0, 0, 1, 2]),      # mirrored (symmetric) before the first slice
+    (1, [0, 0, 1, 2, 3]),
+    (3, [1, 2, 3, 3, 2]),      # and after the last
+])
+def test_slice_stack_mirrors_symmetrically(z, expected):
+    vol = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 2, 2), np.float32)
+    assert slice_stack(vol, z, 5)[:, 0, 0].tolist() == expected
+
+
+class _CentreSliceEngine:
+    """Returns [1 - x, x] of the centre channel: shows which slice and pixels went in."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def __call__(self, x):
+        self.shapes.append(x.shape)
+        c = x[:, x.shape[1] // 2]
+        return np.stack([1 - c, c], axis=1)
+
+
+def test_predict_slices_whole_volume_and_box_agree():
+    rng = np.random.default_rng(0)
+    vol = rng.random((7, 10, 13)).astype(np.float32)
+    eng = _CentreSliceEngine()
+    full = predict_slices(eng, vol, context=3, divisor=(1, 4, 4), batch_size=3)
+    assert full.shape == (2, 7, 10, 13)
+    np.testing.assert_allclose(full[1], vol, atol=1e-7)
+    assert all(s[2] % 4 == 0 and s[3] % 4 == 0 for s in eng.shapes)
+    box = (slice(2, 5), slice(1, 9), slice(3, 11))
+    part = predict_slices(_CentreSliceEngine(), vol, context=3, divisor=(1, 4, 4), box=box)
+    np.testing.assert_allclose(part[1], vol[box], atol=1e-7)
+
+
+def test_predict_slices_box_sees_real_neighbours():
+    vol = np.arange(6, dtype=np.float32)[:, None, None] * np.ones((6, 4, 4), np.float32)
+    seen = []
+
+    def engine(x):
+        seen.append(x[:, :, 0, 0].copy())
+        return np.zeros((x.shape[0], 2) + x.shape[2:], np.float32)
+
+    predict_slices(engine, vol, context=3, divisor=(1, 1, 1),
+                   box=(slice(2, 4), slice(0, 4), slice(0, 4)))
+    assert np.concatenate(seen).tolist() == [[1, 2, 3], [2, 3, 4]]
+
+
+# ----------------------------------------------------------------------------------------------
+# training targets
+
+
+def _femur_block():
+    """Two femurs on slices 1..3 (right half of columns) and 1..4 (left half)."""
+    f = np.zeros((8, 10, 20), bool)
+    f[1:4, 4:6, 2:5] = True
+    f[1:5, 4:6, 14:17] = True
+    return f
+
+
+def test_unlabelled_end_zone_follows_each_femur_past_its_last_slice():
+    f = _femur_block()
+    zone = unlabelled_end_zone(f, (5.0, 1.0, 1.0), slices=2, margin_mm=1.0)
+    # first femur: slices 4 and 5; second femur: slices 5 and 6; none before the femurs
+    assert sorted(set(np.nonzero(zone[:, :, :10])[0])) == [4, 5]
+    assert sorted(set(np.nonzero(zone[:, :, 10:])[0])) == [5, 6]
+    assert not zone[:4, :, :10].any() and not zone[:5, :, 10:].any()
+    # the footprint of the last slice grown by one voxel (margin 1 mm at 1 mm voxels)
+    fp = zone[4, :, :10]
+    assert fp[4:6, 2:5].all() and fp[3, 3] and fp[6, 3] and fp[4, 1] and not fp[2, 3]
+    assert not unlabelled_end_zone(f, (5.0, 1.0, 1.0), 0, 1.0).any()
+
+
+def test_class_map_maps_labels_to_channels_and_ignores_only_unlabelled_end_voxels():
+    f = _femur_block()
+    label = np.zeros(f.shape, np.uint8)
+    label[f] = 1
+    label[5, 4, 3] = 2          # ilium labelled inside the zone keeps its class
+    label[0, 0, 0] = 3          # spine, not an output class here: background
+    spec = TargetSpec(classes=(0, 1, 2), foreground_index=1, end_slices=1, end_margin_mm=0.5)
+    cm = class_map(label, spec, (5.0, 1.0, 1.0))
+    assert cm[f].tolist() == [1] * int(f.sum())
+    assert cm[0, 0, 0] == 0
+    assert cm[4, 4, 3] == IGNORE            # first femur's next slice
+    assert cm[5, 4, 15] == IGNORE           # second femur's next slice
+    assert cm[5, 4, 3] == 2                 # a labelled class inside the zone stays
+    assert cm[5, 5, 3] == 0                 # the first femur's zone is one slice only
+    assert set(np.unique(cm)) == {0, 1, 2, IGNORE}
+    label[4, 4, 3] = 2
+    assert class_map(label, spec, (5.0, 1.0, 1.0))[4, 4, 3] == 2
+
+
+def test_foreground_index_of_classes():
+    assert foreground_index({"classes": None}) == 1
+    assert foreground_index({"classes": ["ilium", "femur"], "foreground": "femur"}) == 2
+
+
+def test_sample_slab_crops_stack_and_centre_target():
+    img = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 20, 20), np.float32)
+    target = np.zeros((4, 20, 20), np.uint8)
+    target[3, 8:12, 8:12] = 1
+    classes = target * 2
+    case = Preprocessed("c", img, target, classes)
+    x, y = sample_slab(case, 16, 3, np.random.default_rng(0), p_fg=1.0)
+    assert x.shape == (3, 16, 16) and y.shape == (16, 16)
+    assert x[:, 0, 0].tolist() == [2, 3, 3]          # slice 3 and its mirrored neighbour
+    assert set(np.unique(y)) == {0, 2}               # the class map, not the binary target
+
+
+# ----------------------------------------------------------------------------------------------
+# losses and schedule
+
+
+def test_soft_dice_known_answers_and_ignore():
+    target = torch.tensor([[0, 1, 1, 2]])
+    perfect = torch.full((1, 3, 4), -20.0)
+    perfect[0, target[0], torch.arange(4)] = 20.0
+    assert float(soft_dice_loss(perfect, target)) == pytest.approx(0.0, abs=1e-6)
+    # class 2 never predicted: its Dice is (0 + 1) / (1 + 1) = 0.5 with eps 1; class 1 perfect
+    wrong = perfect.clone()
+    wrong[0, :, 3] = torch.tensor([20.0, -20.0, -20.0])
+    assert float(soft_dice_loss(wrong, target)) == pytest.approx(1 - (1.0 + 0.5) / 2, abs=1e-6)
+    # ignoring that voxel: class 2 has no voxels and no predictions, Dice 1
+    ignored = torch.tensor([[0, 1, 1, 255]])
+    assert float(soft_dice_loss(wrong, ignored)) == pytest.approx(0.0, abs=1e-6)
+    assert float(dice_ce_loss(wrong, ignored)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_poly_schedule_is_a_function_of_the_epoch():
+    cfg = {"optimizer": {"lr": 1.0}, "max_epochs": 10, "lr_schedule": {"poly_exponent": 1.0}}
+    assert [round(lr_at_epoch(cfg, e), 6) for e in (0, 5, 9, 12)] == [1.0, 0.5, 0.1, 0.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# augmentation
+
+
+def test_intensity_transforms_known_answers():
+    rng = np.random.default_rng(0)
+    x = np.array([[[0.0, 0.5], [0.25, 1.0]]], np.float32)
+    np.testing.assert_allclose(A.gamma(x, rng, exponent=2.0), x ** 2)
+    np.testing.assert_allclose(A.invert(x, rng, whole=True), 1 - x)
+    # air (below the body threshold) stays dark when only the body is inverted
+    np.testing.assert_allclose(A.invert(x, rng, whole=False), [[[0.0, 0.5], [0.75, 0.0]]])
+    np.testing.assert_allclose(A.bias_field(x, rng, log_amplitude=0.0), x)
+
+
+def test_bias_field_is_smooth_and_bounded():
+    rng = np.random.default_rng(1)
+    ones = np.ones((3, 64, 64), np.float32)
+    out = A.bias_field(ones, rng, log_amplitude=0.4)
+    assert out.min() >= np.exp(-0.4) - 1e-5 and out.max() <= np.exp(0.4) + 1e-5
+    assert out.max() / out.min() > 1.3                      # a real shading
+    assert np.abs(np.diff(out, axis=-1)).max() < 0.1        # no jumps between neighbours
+    np.testing.assert_allclose(out[0], out[2])              # the same field on every slice
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_robust_intensity_ends_in_unit_range(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((5, 32, 32)).astype(np.float32)
+    out = A.robust_intensity(x, rng)
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert np.isfinite(out).all()
+    assert -0.3 < out.min() and out.max() < 1.3             # 0..1 plus at most the noise
+
+
+def test_affine_batch_moves_image_and_labels_together():
+    img = torch.zeros(4, 1, 32, 32)
+    img[:, :, 10:22, 10:22] = 1.0
+    lab = (img[:, 0] > 0.5).long() * 3
+    out, lab_out = A.affine_batch(img, lab, np.random.default_rng(0), p=1.0)
+    assert set(torch.unique(lab_out).tolist()) <= {0, 3}
+    agree = ((out[:, 0] > 0.5) == (lab_out == 3)).float().mean()
+    assert agree > 0.97
+    assert not torch.equal(lab_out, lab)
