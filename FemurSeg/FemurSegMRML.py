@@ -37,7 +37,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from FemurSegLib import io as fio
+from FemurSegLib import files, images
 from FemurSegLib.errors import Cancelled, FemurSegError, InputError
 
 #: Suffixes of the node names made from an input volume called "<name>".
@@ -139,7 +139,7 @@ def write_volume_node(volume_node, path: os.PathLike, *, overwrite: bool = False
     The content is not judged here (a blank or odd volume is the CLI's to refuse, with the same
     message as on the command line).
     """
-    return fio.write_image(volume_node_to_image(volume_node), path, overwrite=overwrite,
+    return images.write_image(volume_node_to_image(volume_node), path, overwrite=overwrite,
                            compress=False)
 
 
@@ -542,9 +542,9 @@ def segment_voxel_volume_mm3(seg_node, segment_id: str) -> float:
 def load_probability_map(path: os.PathLike, scene, reference_volume, *,
                          name: Optional[str] = None):
     """Load the CLI's probability map (float, input grid) as a new scalar volume node."""
-    image = fio.read_image(path, what="probability map", allow_constant=True)
+    image = images.read_image(path, what="probability map", allow_constant=True)
     reference = volume_node_to_image(reference_volume)
-    mismatch = fio.grid_mismatch(image, reference)
+    mismatch = images.grid_mismatch(image, reference)
     if mismatch:
         raise InputError(f"probability map is not on the input volume's grid: {mismatch}")
     image.CopyInformation(reference)  # remove rounding of the file's geometry
@@ -603,7 +603,7 @@ def export_stl(seg_node, folder: os.PathLike, *, smoothing: float = DEFAULT_SMOO
         if segment is None:
             raise InputError(f"no segment {sid!r} in {seg_node.GetName()!r}")
         file_name = _safe_file_name(f"{seg_node.GetName()}_{segment.GetName()}") + ".stl"
-        targets[sid] = fio.check_writable(target_dir / file_name, overwrite)
+        targets[sid] = files.check_writable(target_dir / file_name, overwrite)
     update_closed_surface(seg_node, smoothing)
     scene = seg_node.GetScene()
     reference = seg_node.GetNodeReference(seg_node.GetReferenceImageGeometryReferenceRole())
@@ -622,7 +622,7 @@ def export_stl(seg_node, folder: os.PathLike, *, smoothing: float = DEFAULT_SMOO
         finally:
             scene.RemoveNode(labelmap)
         mask = sitk.GetArrayViewFromImage(image) > 0
-        vertices, faces = outputs.surface_mesh(mask, fio.ijk_to_lps(image), smoothing)
+        vertices, faces = outputs.surface_mesh(mask, images.ijk_to_lps(image), smoothing)
         if not lps:  # RAS = LPS with x and y negated (a rotation: triangle winding stays outward)
             vertices = vertices * np.array([-1.0, -1.0, 1.0], dtype=vertices.dtype)
         outputs.write_binary_stl(vertices, faces, target, overwrite=overwrite,

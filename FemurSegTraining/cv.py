@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 
 from FemurSegLib.errors import FemurSegError
-from FemurSegLib.io import write_json
+from FemurSegLib.files import write_json
 from FemurSegLib.preprocessing import InputSpec
 
 from .config import foreground_index

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from FemurSegLib import io
+from FemurSegLib import images
 from FemurSegLib.errors import FemurSegError, InputError
 from FemurSegLib.preprocessing import InputSpec, prepare, prepare_label
 
@@ -113,8 +113,8 @@ def check_case(case: Case, foreground: int) -> str:
     if not case.label_path.is_file():
         return f"label file missing ({case.label_path.name})"
     try:
-        image = io.read_image(case.image_path, what="image")
-        label = io.read_label(case.label_path, image, what="label map")
+        image = images.read_image(case.image_path, what="image")
+        label = images.read_label(case.label_path, image, what="label map")
     except InputError as exc:
         return str(exc)
     except RuntimeError as exc:
@@ -256,8 +256,8 @@ def preprocess_case(case: Case, spec: InputSpec, foreground: int,
             with np.load(cache) as z:
                 return Preprocessed(case.name, z["image"], z["target"],
                                     z["classes"] if "classes" in z.files else None)
-    image = io.read_image(case.image_path)
-    label = io.read_label(case.label_path, image)
+    image = images.read_image(case.image_path)
+    label = images.read_label(case.label_path, image)
     prep = prepare(image, spec)
     if multi:  # every label resampled at once (label-safe), so classes never overlap
         grid_label = sitk.GetArrayFromImage(prepare_label(label, spec))

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from FemurSegLib import io, metrics, postprocess
+from FemurSegLib import files, images, metrics, postprocess
 from FemurSegLib.errors import FemurSegError
 
 from .report import (BOX_METRICS, case_table, fold_table, plot_boxes, plot_curves,
@@ -109,7 +109,7 @@ class PooledCurve:
                            ("0.5", p_half, r_half)]}
 
     def save(self, path: Path, overwrite: bool = False) -> None:
-        with io.atomic_path(path, overwrite) as tmp:
+        with files.atomic_path(path, overwrite) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, pos=self.pos, neg=self.neg)
 
@@ -236,8 +236,8 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
             for name in splits[k]["val"]:
                 t0 = time.perf_counter()
                 case = dataset.case(name)
-                image = io.read_image(case.image_path)
-                label = io.read_label(case.label_path, image)
+                image = images.read_image(case.image_path)
+                label = images.read_label(case.label_path, image)
                 ref = sitk.GetArrayViewFromImage(label) == dataset.foreground_label
                 prob = sitk.GetArrayFromImage(seg.segment(image).probability)
                 q = quantise(prob)
@@ -256,8 +256,8 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
         # pass 2: metrics at the PR-optimal threshold
         for subj in subjects:
             case = dataset.case(subj["subject"])
-            image = io.read_image(case.image_path)
-            label = io.read_label(case.label_path, image)
+            image = images.read_image(case.image_path)
+            label = images.read_label(case.label_path, image)
             ref = sitk.GetArrayViewFromImage(label) == dataset.foreground_label
             q = np.load(Path(tmp) / f"{subj['subject']}.npy")
             rows += _mask_rows(subj, q >= level, ref, image, threshold, "pr", pp_kind)
@@ -319,7 +319,7 @@ def _write_outputs(out_dir: Path, summary: dict, rows: List[dict], curve: Pooled
                    overwrite: bool) -> None:
     label = summary["label"]
     path = out_dir / "per_subject.csv"
-    with io.atomic_path(path, overwrite) as tmp:
+    with files.atomic_path(path, overwrite) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=SUBJECT_COLUMNS, extrasaction="ignore",
                                lineterminator="\n")
@@ -345,7 +345,7 @@ def _write_outputs(out_dir: Path, summary: dict, rows: List[dict], curve: Pooled
                 out_dir / "roc_pr.png", overwrite=overwrite)
     plot_boxes(groups, out_dir / "boxplots.png", overwrite=overwrite)
     curve.save(out_dir / "curves.npz", overwrite=overwrite)
-    io.write_json(_clean(summary), out_dir / "summary.json", overwrite=overwrite)
+    files.write_json(_clean(summary), out_dir / "summary.json", overwrite=overwrite)
 
 
 def card_metrics(summary: dict) -> Dict[str, object]:

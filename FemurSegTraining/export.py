@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from FemurSegLib.errors import FemurSegError
-from FemurSegLib.io import write_json
+from FemurSegLib.files import write_json
 from FemurSegLib.modelfolder import CARD_NAME, FORMAT_VERSION, load_model, sha256_of
 from FemurSegLib.networks import SoftmaxHead, build_network
 

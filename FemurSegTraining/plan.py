@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from FemurSegLib import io
+from FemurSegLib import files, images
 from FemurSegLib.errors import FemurSegError
 from FemurSegLib.preprocessing import reorient
 
@@ -71,8 +71,8 @@ def fingerprint(dataset_dir, foreground: Optional[str] = None, orientation: str 
     ds = load_dataset(dataset_dir, foreground)
     spacings, sizes, coarsest, fg_ml, pcts, fg_means, fg_sds = [], [], [], [], [], [], []
     for case in ds.cases:
-        image = io.read_image(case.image_path)
-        label = io.read_label(case.label_path, image)
+        image = images.read_image(case.image_path)
+        label = images.read_label(case.label_path, image)
         coarsest.append(_coarsest_anatomical_axis(image))
         canon = reorient(image, orientation)
         spacings.append(canon.GetSpacing())
@@ -173,11 +173,11 @@ def write_plan(dataset_dir, out, *, foreground: Optional[str] = None,
                levels: int = DEFAULT_LEVELS, patch_voxels: int = DEFAULT_PATCH_VOXELS,
                overwrite: bool = False) -> dict:
     """Fingerprint ``dataset_dir`` and write the plan JSON to ``out``; return it."""
-    io.check_writable(out, overwrite)
+    files.check_writable(out, overwrite)
     fp = fingerprint(dataset_dir, foreground)
     doc = {"dataset": str(Path(dataset_dir).resolve()), "fingerprint": fp,
            "plan": make_plan(fp, levels=levels, patch_voxels=patch_voxels), "notes": NOTES}
-    io.write_json(doc, out, overwrite=overwrite)
+    files.write_json(doc, out, overwrite=overwrite)
     return doc
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from FemurSegLib.errors import FemurSegError
-from FemurSegLib.io import write_json
+from FemurSegLib.files import write_json
 from FemurSegLib.modelfolder import CARD_NAME, read_card
 
 log = logging.getLogger("femurseg.train")

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from FemurSegLib import io
+from FemurSegLib import files
 from FemurSegLib.errors import FemurSegError
 
 #: (key in the per-subject rows, column title)
@@ -146,8 +146,8 @@ def write_tables(rows: Sequence[dict], out_dir: Path, *, title: str = "",
                  overwrite: bool = False, details: str = "") -> None:
     """``table.md`` (Table 2 rows, then ``details``) and ``table.csv`` in ``out_dir``."""
     text = markdown_table(rows, title) + (f"\n{details}" if details else "")
-    io.write_text(text, Path(out_dir) / "table.md", overwrite=overwrite)
-    io.write_text(csv_text(rows), Path(out_dir) / "table.csv", overwrite=overwrite)
+    files.write_text(text, Path(out_dir) / "table.md", overwrite=overwrite)
+    files.write_text(csv_text(rows), Path(out_dir) / "table.csv", overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def plot_curves(curves: Sequence[dict], path: Path, *, overwrite: bool = False) 
 def _save(plt, fig, path: Path, overwrite: bool) -> Path:
     """Lay out, write atomically (refusing an existing file unless ``overwrite``) and close."""
     fig.tight_layout()
-    with io.atomic_path(path, overwrite) as tmp:
+    with files.atomic_path(path, overwrite) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return Path(path)

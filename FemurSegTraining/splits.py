@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from FemurSegLib.io import write_json
+from FemurSegLib.files import write_json
 
 
 def stratified_folds(names: Sequence[str], strata: Sequence[float], k: int = 4,

@@ -1,17 +1,15 @@
 """The femurseg command line end to end: outputs on the input grid, errors, exit codes."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from FemurSegLib import io
+from FemurSegLib import images
 from FemurSegLib.cli import main
 from geometry_helpers import blob, oblique_image
 
@@ -44,7 +42,7 @@ def test_segment_writes_all_outputs_on_input_grid(tmp_path, capsys, scan, tiny_m
     img = sitk.ReadImage(str(scan))
     import slicerio
     seg = slicerio.read_segmentation(str(out))
-    np.testing.assert_allclose(seg["ijkToLPS"], io.ijk_to_lps(img), atol=1e-4)
+    np.testing.assert_allclose(seg["ijkToLPS"], images.ijk_to_lps(img), atol=1e-4)
     assert seg["voxels"].shape == img.GetSize()  # slicerio arrays are [i, j, k]
     assert [s["name"] for s in seg["segments"]] in (["Femur"], ["Right femur", "Left femur"])
     # the same run written as a label map holds the same voxels
@@ -54,7 +52,7 @@ def test_segment_writes_all_outputs_on_input_grid(tmp_path, capsys, scan, tiny_m
     lab = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "lab.nii.gz")))
     np.testing.assert_array_equal(seg["voxels"].transpose(2, 1, 0), lab)
     prob = sitk.ReadImage(str(tmp_path / "p.nrrd"))
-    assert io.grid_mismatch(prob, img) == ""
+    assert images.grid_mismatch(prob, img) == ""
     assert (tmp_path / "report" / "report.png").is_file()
     assert json.loads((tmp_path / "report" / "volumes.json").read_text(encoding="utf-8"))
 
@@ -65,7 +63,7 @@ def test_segment_label_map_formats_keep_grid(tmp_path, capsys, scan, tiny_model_
     code, _, err = run(capsys, "segment", scan, "-o", out, "--model", tiny_model_dir, "--quiet",
                        "--no-tta")
     assert code == 0, err
-    assert io.grid_mismatch(sitk.ReadImage(str(out)), sitk.ReadImage(str(scan))) == ""
+    assert images.grid_mismatch(sitk.ReadImage(str(out)), sitk.ReadImage(str(scan))) == ""
 
 
 def test_several_inputs_load_model_once(tmp_path, capsys, scan, tiny_model_dir):

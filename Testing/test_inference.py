@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from FemurSegLib import io
+from FemurSegLib import images
 from FemurSegLib.inference import (Segmenter, gaussian_importance, nine_patch_starts,
                                    pad_to_shape, predict_2d, predict_3d, window_starts)
 from geometry_helpers import blob, oblique_image
@@ -101,8 +101,8 @@ def test_segmenter_outputs_on_exact_input_grid(tiny_model_dir, engine, tta):
     seg = Segmenter.from_folder(tiny_model_dir, device="cpu", engine=engine, tta=tta)
     steps = []
     res = seg.segment(img, progress=lambda f, m: steps.append(f))
-    assert io.grid_mismatch(res.labelmap, img) == ""
-    assert io.grid_mismatch(res.probability, img) == ""
+    assert images.grid_mismatch(res.labelmap, img) == ""
+    assert images.grid_mismatch(res.probability, img) == ""
     assert res.labelmap.GetPixelID() == sitk.sitkUInt8
     p = sitk.GetArrayFromImage(res.probability)
     assert 0 <= p.min() and p.max() <= 1
@@ -122,7 +122,7 @@ def test_onnx_and_torch_paths_agree(tiny_model_dir):
 def test_2d_model_segments(tiny_model_2d_dir):
     img = _phantom_like((6, 40, 36))
     res = Segmenter.from_folder(tiny_model_2d_dir, tta=False).segment(img)
-    assert io.grid_mismatch(res.labelmap, img) == ""
+    assert images.grid_mismatch(res.labelmap, img) == ""
 
 
 class _FakeEngine:

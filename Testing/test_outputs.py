@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from FemurSegLib import io, outputs
+from FemurSegLib import images, outputs
 from FemurSegLib.errors import InputError, OutputExistsError
 from FemurSegLib.segments import SegmentSpec, femur_segments, femur_terminology
 
@@ -47,13 +47,13 @@ def grid(size, spacing, origin=(0.0, 0.0, 0.0), direction=np.eye(3), pixel=sitk.
 
 def lps_points(image: sitk.Image) -> np.ndarray:
     """LPS coordinates of all voxel centres, shape (3, k, j, i)."""
-    m = io.ijk_to_lps(image)
+    m = images.ijk_to_lps(image)
     k, j, i = np.indices(image.GetSize()[::-1], dtype=float)
     return np.einsum("ab,bkji->akji", m[:3, :3], np.stack([i, j, k])) + m[:3, 3, None, None, None]
 
 
 def labels_on(reference: sitk.Image, array) -> sitk.Image:
-    return io.array_to_image(np.asarray(array, dtype=np.uint8), reference)
+    return images.array_to_image(np.asarray(array, dtype=np.uint8), reference)
 
 
 OBLIQUE = rotation(20, -15, 30)
@@ -62,7 +62,7 @@ OBLIQUE = rotation(20, -15, 30)
 def oblique_sphere(radius=20.0, value=1):
     """A sphere at the centre of an anisotropic (0.9 x 1.1 x 4 mm), oblique grid."""
     image = grid((60, 50, 16), (0.9, 1.1, 4.0), (-10.0, 20.0, 5.0), OBLIQUE)
-    centre = io.ijk_to_lps(image) @ np.array([29.5, 24.5, 7.5, 1.0])
+    centre = images.ijk_to_lps(image) @ np.array([29.5, 24.5, 7.5, 1.0])
     inside = np.linalg.norm(lps_points(image) - centre[:3, None, None, None], axis=0) <= radius
     return labels_on(image, inside * value), centre[:3]
 
@@ -154,7 +154,7 @@ def small_oblique_labels(pixel=sitk.sitkUInt8):
     image = grid((7, 6, 5), (0.9, 1.1, 5.2), (-10.0, 20.0, 5.0), OBLIQUE, pixel)
     array = np.zeros((5, 6, 7), dtype=np.uint8)
     array[1:3, 2:4, 1:5] = 1  # k 1..2, j 2..3, i 1..4
-    return io.array_to_image(array.astype(sitk.GetArrayViewFromImage(image).dtype), image), array
+    return images.array_to_image(array.astype(sitk.GetArrayViewFromImage(image).dtype), image), array
 
 
 @pytest.mark.parametrize("pixel", [sitk.sitkUInt8, sitk.sitkInt16])
@@ -165,7 +165,7 @@ def test_seg_nrrd_round_trip_with_slicerio(tmp_path, pixel):
     seg = slicerio.read_segmentation(str(path))
     # slicerio's voxel array is indexed [i, j, k]; its ijkToLPS is the image's index -> LPS.
     np.testing.assert_array_equal(seg["voxels"], array.transpose(2, 1, 0))
-    np.testing.assert_allclose(seg["ijkToLPS"], io.ijk_to_lps(labels), atol=1e-9)
+    np.testing.assert_allclose(seg["ijkToLPS"], images.ijk_to_lps(labels), atol=1e-9)
     assert seg["FemurSeg_ReferenceImage"] == "hip01_0000.nii.gz"
     assert seg["masterRepresentation"] == "Binary labelmap"
     right, left = seg["segments"]
@@ -258,7 +258,7 @@ def test_slicer_reads_names_colours_terminology_geometry(tmp_path, slicer_core):
     matrix = vtk.vtkMatrix4x4()
     labelmap.GetImageToWorldMatrix(matrix)
     ijk_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-    np.testing.assert_allclose(ijk_to_ras, np.diag([-1.0, -1.0, 1.0, 1.0]) @ io.ijk_to_lps(labels),
+    np.testing.assert_allclose(ijk_to_ras, np.diag([-1.0, -1.0, 1.0, 1.0]) @ images.ijk_to_lps(labels),
                                atol=1e-9)
     i0, i1, j0, j1, k0, k1 = labelmap.GetExtent()
     voxels = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())
@@ -322,7 +322,7 @@ def test_write_labelmap_round_trip(tmp_path, name, pixel):
     path = outputs.write_labelmap(labels, tmp_path / name)
     back = sitk.ReadImage(str(path))
     assert back.GetPixelID() == sitk.sitkUInt8
-    assert io.grid_mismatch(back, labels, tol=1e-6) == ""
+    assert images.grid_mismatch(back, labels, tol=1e-6) == ""
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), array)
 
 
@@ -335,10 +335,10 @@ def test_write_labelmap_refuses_out_of_range_values(tmp_path):
 def test_write_probability_as_float32(tmp_path):
     reference = grid((3, 2, 2), (0.9, 0.9, 5.2), (1, 2, 3), OBLIQUE)
     values = np.linspace(0, 1, 12).reshape(2, 2, 3)
-    prob = io.array_to_image(values.astype(np.float64), reference)
+    prob = images.array_to_image(values.astype(np.float64), reference)
     back = sitk.ReadImage(str(outputs.write_probability(prob, tmp_path / "p.nii.gz")))
     assert back.GetPixelID() == sitk.sitkFloat32
-    assert io.grid_mismatch(back, reference, tol=1e-6) == ""
+    assert images.grid_mismatch(back, reference, tol=1e-6) == ""
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), values.astype(np.float32))
 
 
@@ -382,7 +382,7 @@ def test_stl_sphere_on_anisotropic_oblique_grid(tmp_path):
     assert_closed_and_oriented(tri)
     # The reader sees as many triangles as the mesher made.
     _, faces = outputs.surface_mesh(sitk.GetArrayViewFromImage(labels) == 1,
-                                    io.ijk_to_lps(labels), 0.5)
+                                    images.ijk_to_lps(labels), 0.5)
     assert len(tri) == len(faces)
 
 
@@ -414,9 +414,9 @@ def test_stl_closes_objects_cut_by_the_volume_border(tmp_path):
     labels, centre = oblique_sphere(radius=20.0)
     array = sitk.GetArrayFromImage(labels)
     array[:, :, :22] = 0  # cut the ball with the plane i = 22 ... and move it to the border:
-    cut = io.array_to_image(np.ascontiguousarray(array[:, :, 22:]),
+    cut = images.array_to_image(np.ascontiguousarray(array[:, :, 22:]),
                             grid((38, 50, 16), (0.9, 1.1, 4.0),
-                                 io.ijk_to_lps(labels)[:3] @ [22, 0, 0, 1], OBLIQUE))
+                                 images.ijk_to_lps(labels)[:3] @ [22, 0, 0, 1], OBLIQUE))
     _, _, tri = read_stl(outputs.write_stl(cut, [RED], tmp_path)[0])
     assert_closed_and_oriented(tri)
     voxels = int(sitk.GetArrayViewFromImage(cut).sum()) * 0.9 * 1.1 * 4.0
@@ -426,7 +426,7 @@ def test_stl_closes_objects_cut_by_the_volume_border(tmp_path):
 def test_stl_determinant_minus_one_grid_still_has_outward_normals(tmp_path):
     mirrored = OBLIQUE @ np.diag([1.0, 1.0, -1.0])  # a left-handed voxel frame
     image = grid((60, 50, 16), (0.9, 1.1, 4.0), (0, 0, 0), mirrored)
-    centre = io.ijk_to_lps(image) @ np.array([29.5, 24.5, 7.5, 1.0])
+    centre = images.ijk_to_lps(image) @ np.array([29.5, 24.5, 7.5, 1.0])
     inside = np.linalg.norm(lps_points(image) - centre[:3, None, None, None], axis=0) <= 15
     _, normals, tri = read_stl(outputs.write_stl(labels_on(image, inside), [RED], tmp_path)[0])
     assert outward_fraction(normals, tri, centre[:3]) == 1.0
@@ -498,7 +498,7 @@ def test_volumes_json_known_answer(tmp_path):
     image = grid((10, 9, 8), (0.5, 0.8, 2.0), (3, 4, 5), OBLIQUE, sitk.sitkInt16)
     array = np.zeros((8, 9, 10), np.uint8)
     array[2:6, 1:6, 3:9] = 1  # 4 x 5 x 6 = 120 voxels of 0.8 mm3 = 96 mm3
-    grey = io.array_to_image(np.arange(720, dtype=np.int16).reshape(8, 9, 10), image)
+    grey = images.array_to_image(np.arange(720, dtype=np.int16).reshape(8, 9, 10), image)
     report = outputs.write_report(grey, labels_on(image, array), SPLIT, tmp_path, title="Box")
     assert report == json.loads((tmp_path / "volumes.json").read_text(encoding="utf-8"))
     assert report["title"] == "Box"
@@ -570,7 +570,7 @@ def test_report_keeps_physical_proportions_and_sides(tmp_path, direction, spacin
     for value, dx, radius in ((1, -22, 18), (2, 22, 12)):
         dist = np.hypot(points[0] - middle[0] - dx, points[2] - middle[2])
         rods[dist < radius] = value
-    grey = io.array_to_image((100 + 300 * (rods > 0)).astype(np.int16), image)
+    grey = images.array_to_image((100 + 300 * (rods > 0)).astype(np.int16), image)
     outputs.write_report(grey, labels_on(image, rods), [RED, GREEN], tmp_path, n_slices=1)
     axes = outputs.coronal_axes(direction.ravel())
     plane = outputs.coronal_plane(rods, direction.ravel(), 0)  # every slice looks the same
@@ -587,7 +587,7 @@ def test_report_keeps_physical_proportions_and_sides(tmp_path, direction, spacin
 
 def test_report_of_an_empty_label_map(tmp_path):
     image = grid((10, 9, 8), (0.9, 0.9, 5.2), (0, 0, 0), CORONAL, sitk.sitkInt16)
-    grey = io.array_to_image(np.arange(720, dtype=np.int16).reshape(8, 9, 10), image)
+    grey = images.array_to_image(np.arange(720, dtype=np.int16).reshape(8, 9, 10), image)
     report = outputs.write_report(grey, labels_on(image, np.zeros((8, 9, 10))), SPLIT, tmp_path)
     assert [s["voxel_count"] for s in report["segments"]] == [0, 0]
     assert (tmp_path / "report.png").stat().st_size > 1000
@@ -728,8 +728,8 @@ def test_successful_writes_leave_no_temporary_files(tmp_path):
 @pytest.mark.realdata
 def test_real_femur_surface_and_volumes(tmp_path):
     data = real_data_dir()
-    image = io.read_image(data / "imagesTr" / "hip01_0000.nii.gz")
-    labels = io.read_label(data / "labelsTr" / "hip01.nii.gz", image)
+    image = images.read_image(data / "imagesTr" / "hip01_0000.nii.gz")
+    labels = images.read_label(data / "labelsTr" / "hip01.nii.gz", image)
     femur = labels_on(image, sitk.GetArrayViewFromImage(labels) == 1)
     spec = femur_segments(False)
     (stl,) = outputs.write_stl(femur, spec, tmp_path)

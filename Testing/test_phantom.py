@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from scipy import ndimage
 from conftest import real_data_dir
 from FemurSegLib import phantom as P
 from FemurSegLib.errors import InputError, OutputExistsError
-from FemurSegLib.io import read_image, read_label, same_grid
+from FemurSegLib.images import read_image, read_label, same_grid
 
 SMALL = dict(size=(96, 96, 16), spacing=(3.6, 3.6, 5.2))
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from FemurSegLib import io
+from FemurSegLib import images
 from FemurSegLib.metrics import dice
 from FemurSegLib.preprocessing import (InputSpec, network_grid, normalise, orientation_of,
-                                       prepare, prepare_label, reorient, to_input_grid)
+                                       prepare, prepare_label, to_input_grid)
 from geometry_helpers import blob, oblique_image
 
 # axial-like, flipped and permuted bases: none of them is the canonical LIP
@@ -29,7 +29,7 @@ def test_mask_to_network_grid_and_back_is_exact(base):
     assert orientation_of(on_net) == "LIP"
     assert on_net.GetSpacing() != img.GetSpacing() or base == "LIP"  # axes really moved
     back = to_input_grid(sitk.GetArrayFromImage(on_net), on_net, img, order="nearest")
-    assert io.grid_mismatch(back, img) == ""
+    assert images.grid_mismatch(back, img) == ""
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), mask)
 
 
@@ -41,7 +41,7 @@ def test_resampled_round_trip_lands_on_input_grid():
     assert np.allclose(sorted(net.GetSpacing()), sorted((1.8, 1.8, 5.2)))
     prob = sitk.GetArrayFromImage(net).astype(np.float32)
     back = to_input_grid(prob, net, img, order="linear")
-    assert io.grid_mismatch(back, img) == ""
+    assert images.grid_mismatch(back, img) == ""
     assert dice(sitk.GetArrayFromImage(back) >= 0.5, mask.astype(bool)) > 0.93
 
 

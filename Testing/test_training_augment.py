@@ -21,7 +21,6 @@ def test_not_applied_returns_input():
 
 def test_monotonic_table_keeps_tissue_order():
     tissues = np.array([0.05, 0.3, 0.6, 0.9], np.float32)   # air, cortex, muscle, marrow/fat
-    img = np.repeat(tissues, 50).reshape(4, 5, 10)
     for seed in range(20):
         rng = np.random.default_rng(seed)
         x, y = random_lut(rng, p_monotonic=1.0)

@@ -80,7 +80,7 @@ def _say(args, message: str) -> None:
 
 
 def _output_plan(inputs: List[Path], output: Path, fmt: Optional[str]) -> List[Path]:
-    from .io import image_suffix, strip_image_suffix
+    from .images import image_suffix, strip_image_suffix
 
     single_file = len(inputs) == 1 and image_suffix(output) is not None and not output.is_dir()
     if single_file:
@@ -101,7 +101,7 @@ def _per_input(base: Optional[str], inputs: List[Path], index: int, *, is_file: 
                suffix: str = "") -> Optional[Path]:
     """Where an optional output of input ``index`` goes: the path itself for one input, else a
     file or subfolder named after the input inside the given folder."""
-    from .io import strip_image_suffix
+    from .images import strip_image_suffix
 
     if not base:
         return None
@@ -113,15 +113,15 @@ def _per_input(base: Optional[str], inputs: List[Path], index: int, *, is_file: 
 
 
 def cmd_segment(args) -> int:
-    from . import io
+    from . import images
     from .inference import Segmenter
     from .modelfolder import find_model
 
-    inputs = io.expand_inputs(args.inputs)
+    inputs = images.expand_inputs(args.inputs)
     for p in inputs:
         if not p.exists():
             raise InputError(f"input not found: {p}")
-        if not p.is_dir() and io.image_suffix(p) is None:
+        if not p.is_dir() and images.image_suffix(p) is None:
             raise InputError(f"unknown input format: {p.name} (expected .nii.gz, .nii, .nrrd, "
                              ".mha, .mhd or a DICOM folder)")
     outputs = _output_plan(inputs, Path(args.output), args.format)
@@ -129,7 +129,7 @@ def cmd_segment(args) -> int:
     for i in range(len(inputs)):
         prob = _per_input(args.probabilities, inputs, i, is_file=True, suffix="_probability.nrrd")
         if prob is not None:
-            if len(inputs) == 1 and io.image_suffix(prob) is None:
+            if len(inputs) == 1 and images.image_suffix(prob) is None:
                 raise InputError(f"unknown probability map format: {prob.name}")
             planned.append(prob)
     if not args.overwrite:
@@ -158,17 +158,17 @@ def cmd_segment(args) -> int:
 
 
 def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path) -> None:
-    from . import io, outputs
+    from . import images, outputs
 
     t0 = time.perf_counter()
-    image = io.read_image(src, what="input image")
+    image = images.read_image(src, what="input image")
     progress = _Progress("none" if args.quiet and args.progress != "lines" else args.progress,
-                         io.strip_image_suffix(src) if not src.is_dir() else src.name)
+                         images.strip_image_suffix(src) if not src.is_dir() else src.name)
     try:
         result = segmenter.segment(image, progress=progress)
     finally:
         progress.close()
-    if io.image_suffix(dst) == ".seg.nrrd":
+    if images.image_suffix(dst) == ".seg.nrrd":
         outputs.write_seg_nrrd(result.labelmap, result.segments, dst, overwrite=args.overwrite)
     else:
         outputs.write_labelmap(result.labelmap, dst, overwrite=args.overwrite)
@@ -221,15 +221,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import numpy as np
     import SimpleITK as sitk
 
-    from . import io
+    from . import files, images
     from .metrics import evaluate_masks
 
-    ref_img = io.read_image(args.reference, what="reference", allow_constant=True)
-    pred_img = io.read_image(args.prediction, what="prediction", allow_constant=True)
-    mismatch = io.grid_mismatch(pred_img, ref_img)
+    ref_img = images.read_image(args.reference, what="reference", allow_constant=True)
+    pred_img = images.read_image(args.prediction, what="prediction", allow_constant=True)
+    mismatch = images.grid_mismatch(pred_img, ref_img)
     if mismatch:
         raise InputError(f"prediction and reference are on different grids: {mismatch}")
     ref = sitk.GetArrayViewFromImage(ref_img) == args.label
@@ -243,7 +242,7 @@ def cmd_evaluate(args) -> int:
     result = {"prediction": str(args.prediction), "reference": str(args.reference),
               "label": args.label, **result}
     if args.json:
-        io.write_json(result, args.json, overwrite=args.overwrite)
+        files.write_json(result, args.json, overwrite=args.overwrite)
     for k, v in result.items():
         if isinstance(v, float):
             print(f"{k:>16}: {v:.4f}")

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from . import postprocess
 from .engines import Engine, make_engines, needs_for
-from .io import array_to_image
+from .images import array_to_image
 from .modelfolder import Model, load_model
 from .preprocessing import prepare, to_input_grid
 from .segments import SegmentSpec

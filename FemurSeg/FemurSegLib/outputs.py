@@ -2,7 +2,7 @@
 
 Every writer takes a label map (a ``SimpleITK.Image`` of integer label values, on exactly the
 input image's grid) and a list of :class:`~FemurSegLib.segments.SegmentSpec`. Every file is
-written atomically through :func:`FemurSegLib.io.atomic_path` and an existing file is refused
+written atomically through :func:`FemurSegLib.files.atomic_path` and an existing file is refused
 unless ``overwrite=True``; a writer producing several files checks all of them before it writes
 the first, so a refusal never leaves a half-replaced set behind.
 
@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from . import io
+from . import files, images
 from .errors import InputError
-from .io import PathLike
+from .files import PathLike
 from .segments import SegmentSpec
 
 __all__ = ["write_seg_nrrd", "write_labelmap", "write_probability", "write_stl", "write_report",
@@ -37,7 +37,7 @@ _BAD_NAME_CHARS = '\r\n\t/\\:*?"<>|'
 
 def _check_inputs(labelmap: sitk.Image, segments: Sequence[SegmentSpec]) -> np.ndarray:
     """Validate ``labelmap`` against ``segments``; return its ``[k, j, i]`` array."""
-    io.validate_image(labelmap, what="label map", allow_constant=True)
+    images.validate_image(labelmap, what="label map", allow_constant=True)
     if labelmap.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16,
                                      sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
                                      sitk.sitkUInt64, sitk.sitkInt64):
@@ -97,7 +97,7 @@ def write_seg_nrrd(labelmap: sitk.Image, segments: Sequence[SegmentSpec], path: 
         raise InputError(f"a Slicer segmentation file must end with .seg.nrrd: {Path(path).name}")
     array = _check_inputs(labelmap, segments)
     voxels_ijk = np.ascontiguousarray(array.transpose(2, 1, 0), dtype=np.uint8)
-    segmentation = slicerio.create_segmentation(labelmap.GetSize(), io.ijk_to_lps(labelmap),
+    segmentation = slicerio.create_segmentation(labelmap.GetSize(), images.ijk_to_lps(labelmap),
                                                 dtype="uint8")
     segmentation["voxels"] = voxels_ijk
     segmentation["containedRepresentationNames"] = ["Binary labelmap"]
@@ -114,7 +114,7 @@ def write_seg_nrrd(labelmap: sitk.Image, segments: Sequence[SegmentSpec], path: 
         segmentation["segments"].append(segment)
     if reference_name:
         segmentation[REFERENCE_FIELD] = " ".join(str(reference_name).split())
-    with io.atomic_path(path, overwrite) as tmp:
+    with files.atomic_path(path, overwrite) as tmp:
         slicerio.write_segmentation(str(tmp), segmentation, compression_level=6)
     return Path(path)
 
@@ -125,25 +125,25 @@ def write_seg_nrrd(labelmap: sitk.Image, segments: Sequence[SegmentSpec], path: 
 
 def write_labelmap(labelmap: sitk.Image, path: PathLike, overwrite: bool = False) -> Path:
     """Write the label map (uint8) as NIfTI, NRRD or MHA; the format follows the file ending."""
-    io.validate_image(labelmap, what="label map", allow_constant=True)
+    images.validate_image(labelmap, what="label map", allow_constant=True)
     if labelmap.GetPixelID() != sitk.sitkUInt8:
         array = sitk.GetArrayViewFromImage(labelmap)
         if array.min() < 0 or array.max() > 255 or not np.all(array == np.round(array)):
             raise InputError("label map values must be integers in 0..255")
         labelmap = sitk.Cast(labelmap, sitk.sitkUInt8)
-    return io.write_image(labelmap, path, overwrite=overwrite)
+    return images.write_image(labelmap, path, overwrite=overwrite)
 
 
 def write_probability(prob_image: sitk.Image, path: PathLike, overwrite: bool = False) -> Path:
     """Write a foreground probability map (values in 0..1) as float32 NIfTI, NRRD or MHA."""
-    io.validate_image(prob_image, what="probability map", allow_constant=True)
+    images.validate_image(prob_image, what="probability map", allow_constant=True)
     array = sitk.GetArrayViewFromImage(prob_image)
     if array.min() < -1e-6 or array.max() > 1 + 1e-6:
         raise InputError(f"probability map values must lie in 0..1, not "
                          f"{float(array.min()):.4g}..{float(array.max()):.4g}")
     if prob_image.GetPixelID() != sitk.sitkFloat32:
         prob_image = sitk.Cast(prob_image, sitk.sitkFloat32)
-    return io.write_image(prob_image, path, overwrite=overwrite)
+    return images.write_image(prob_image, path, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def write_binary_stl(vertices: np.ndarray, faces: np.ndarray, path: PathLike, *,
     head = header.encode("ascii", "replace")[:80].ljust(80, b" ")
     if head.lower().startswith(b"solid"):  # would make readers take it for ASCII STL
         head = b"binary " + head[:73]
-    with io.atomic_path(path, overwrite) as tmp:
+    with files.atomic_path(path, overwrite) as tmp:
         with open(tmp, "wb") as f:
             f.write(head)
             f.write(np.uint32(len(data)).tobytes())
@@ -328,8 +328,8 @@ def write_stl(labelmap: sitk.Image, segments: Sequence[SegmentSpec], out_dir: Pa
     present = [s for s in segments if np.any(array == s.value)]
     targets = [out / f"{s.segment_id}.stl" for s in present]
     for target in targets:
-        io.check_writable(target, overwrite)
-    m = io.ijk_to_lps(labelmap)
+        files.check_writable(target, overwrite)
+    m = images.ijk_to_lps(labelmap)
     if system == "RAS":
         m = np.diag([-1.0, -1.0, 1.0, 1.0]) @ m
     for spec, target in zip(present, targets):
@@ -398,8 +398,8 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
     its name, label value, voxel count and volume in mm3 and ml (mm3 / 1000).
     """
     array = _check_inputs(labelmap, segments)
-    io.validate_image(image, what="image", allow_constant=True)
-    mismatch = io.grid_mismatch(labelmap, image)
+    images.validate_image(image, what="image", allow_constant=True)
+    mismatch = images.grid_mismatch(labelmap, image)
     if mismatch:
         raise InputError(f"label map is not on the image grid: {mismatch}")
     if n_slices < 1:
@@ -407,15 +407,15 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
     out = Path(out_dir)
     png_path, json_path = out / "report.png", out / "volumes.json"
     for target in (png_path, json_path):
-        io.check_writable(target, overwrite)
+        files.check_writable(target, overwrite)
     report = {"title": title or "FemurSeg segmentation",
               "spacing_mm": [float(s) for s in labelmap.GetSpacing()],
               "voxel_volume_mm3": float(np.prod(labelmap.GetSpacing())),
               "segments": segment_volumes(labelmap, segments)}
     figure = _montage(image, array, segments, report, n_slices)
-    with io.atomic_path(png_path, overwrite) as tmp:
+    with files.atomic_path(png_path, overwrite) as tmp:
         figure.savefig(str(tmp), format="png", facecolor=figure.get_facecolor())
-    io.write_json(report, json_path, overwrite=overwrite)
+    files.write_json(report, json_path, overwrite=overwrite)
     return report
 
 
@@ -465,7 +465,7 @@ def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSp
     fig = Figure(figsize=(fig_w, fig_h), dpi=110, facecolor="black")
     grid = fig.add_gridspec(nrows, ncols, left=side, right=1 - side, top=1 - head / fig_h,
                             bottom=foot / fig_h, wspace=0.04, hspace=0.12)
-    m = io.ijk_to_lps(image)
+    m = images.ijk_to_lps(image)
     centre = [(s - 1) / 2.0 for s in image.GetSize()]
     extent = (0.0, width_mm, height_mm, 0.0)  # millimetres: square pixels mean equal mm
     xs = (np.arange(c1 - c0) + 0.5) * col_mm

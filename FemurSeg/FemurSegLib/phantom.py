@@ -58,14 +58,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
 from .errors import InputError
-from .io import PathLike, check_writable, write_image
+from .files import PathLike, check_writable
+from .images import write_image
 
 #: Label values, as in the real data set.
 BACKGROUND, FEMUR, ILIUM, SPINE, SACRUM = 0, 1, 2, 3, 4

@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .io import ijk_to_lps
+from .images import ijk_to_lps
 
 __all__ = ["largest_component", "keep_components", "split_femurs"]
 

@@ -1,13 +1,12 @@
 """Image I/O: formats, geometry round trips, validation errors, atomic non-overwriting writes."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from FemurSegLib import io
+from FemurSegLib import files, images
 from FemurSegLib.errors import InputError, OutputExistsError
 from geometry_helpers import blob, oblique_image
 
@@ -20,9 +19,9 @@ def _img():
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])
 def test_roundtrip_keeps_geometry_and_voxels(tmp_path, suffix):
     img = _img()
-    path = io.write_image(img, tmp_path / f"a{suffix}")
-    back = io.read_image(path)
-    assert io.grid_mismatch(back, img) == ""
+    path = images.write_image(img, tmp_path / f"a{suffix}")
+    back = images.read_image(path)
+    assert images.grid_mismatch(back, img) == ""
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(img))
 
 
@@ -43,7 +42,7 @@ def test_dicom_folder_reads_largest_series(tmp_path):
             writer.KeepOriginalImageUIDOn()
             writer.SetFileName(str(tmp_path / f"{sid}_{z}.dcm"))
             writer.Execute(sl)
-    back = io.read_image(tmp_path)
+    back = images.read_image(tmp_path)
     assert back.GetSize() == (16, 16, 4)
     np.testing.assert_allclose(back.GetSpacing(), img.GetSpacing(), atol=1e-4)
     np.testing.assert_allclose(back.GetOrigin(), img.GetOrigin(), atol=1e-3)
@@ -61,7 +60,7 @@ def test_bad_files_give_one_line_errors(tmp_path, name, content, message):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(InputError, match=message) as err:
-        io.read_image(path, what="input image")
+        images.read_image(path, what="input image")
     assert "\n" not in str(err.value)
 
 
@@ -74,13 +73,13 @@ def _write(tmp_path, img, name="bad.nrrd"):
 def test_2d_image_refused(tmp_path):
     p = _write(tmp_path, sitk.Image(8, 8, sitk.sitkFloat32) + 1)
     with pytest.raises(InputError, match="is 2D; a 3D volume is required"):
-        io.read_image(p)
+        images.read_image(p)
 
 
 def test_vector_image_refused(tmp_path):
     p = _write(tmp_path, sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3))
     with pytest.raises(InputError, match="3 components per voxel"):
-        io.read_image(p)
+        images.read_image(p)
 
 
 def test_non_finite_refused(tmp_path):
@@ -89,24 +88,24 @@ def test_non_finite_refused(tmp_path):
     a[0, 0, 0] = np.inf
     p = _write(tmp_path, sitk.GetImageFromArray(a))
     with pytest.raises(InputError, match="contains 2 non-finite voxel values"):
-        io.read_image(p)
+        images.read_image(p)
 
 
 def test_blank_refused(tmp_path):
     p = _write(tmp_path, sitk.Image([4, 4, 4], sitk.sitkInt16))
     with pytest.raises(InputError, match="blank: every voxel has the value 0"):
-        io.read_image(p)
+        images.read_image(p)
 
 
 def test_write_refuses_existing_and_leaves_no_temp(tmp_path):
     img = _img()
     out = tmp_path / "o.nii.gz"
-    io.write_image(img, out)
+    images.write_image(img, out)
     before = out.read_bytes()
     with pytest.raises(OutputExistsError, match="use --overwrite"):
-        io.write_image(img * 2, out)
+        images.write_image(img * 2, out)
     assert out.read_bytes() == before
-    io.write_image(img * 2, out, overwrite=True)
+    images.write_image(img * 2, out, overwrite=True)
     assert out.read_bytes() != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.nii.gz"]
 
@@ -114,14 +113,14 @@ def test_write_refuses_existing_and_leaves_no_temp(tmp_path):
 def test_atomic_path_cleans_up_on_error(tmp_path):
     out = tmp_path / "r.json"
     with pytest.raises(RuntimeError):
-        with io.atomic_path(out) as tmp:
+        with files.atomic_path(out) as tmp:
             tmp.write_text("half")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_written_files_follow_umask(tmp_path):
-    out = io.write_json({"a": 1}, tmp_path / "m.json")
+    out = files.write_json({"a": 1}, tmp_path / "m.json")
     assert out.stat().st_mode & 0o044 == 0o044  # group/other readable under the usual umask 022
 
 
@@ -130,20 +129,20 @@ def test_read_label_requires_same_grid(tmp_path):
     lab = sitk.GetImageFromArray(np.zeros((6, 10, 8), np.uint8))
     p = _write(tmp_path, lab, "lab.nrrd")
     with pytest.raises(InputError, match="not on the image grid: spacing"):
-        io.read_label(p, img)
+        images.read_label(p, img)
 
 
 def test_ijk_to_lps_matches_itk():
     img = _img()
-    m = io.ijk_to_lps(img)
+    m = images.ijk_to_lps(img)
     for idx in [(0, 0, 0), (3, 7, 5), (7, 9, 5)]:
         np.testing.assert_allclose(m @ [*idx, 1], [*img.TransformIndexToPhysicalPoint(idx), 1],
                                    atol=1e-9)
 
 
 def test_strip_suffix():
-    assert io.strip_image_suffix("a/hip01_0000.nii.gz") == "hip01_0000"
-    assert io.strip_image_suffix("b.seg.nrrd") == "b"
+    assert images.strip_image_suffix("a/hip01_0000.nii.gz") == "hip01_0000"
+    assert images.strip_image_suffix("b.seg.nrrd") == "b"
 
 
 def test_text_outputs_are_utf8_whatever_the_locale(tmp_path):
@@ -152,8 +151,8 @@ def test_text_outputs_are_utf8_whatever_the_locale(tmp_path):
     import subprocess
     import sys
 
-    code = ("import json, sys; from FemurSegLib import io; "
-            "io.write_text('DSC 0.94 \\u00b1 0.05', sys.argv[1]); io.write_json({'s': '\\u00b1'}, sys.argv[2]); "
+    code = ("import json, sys; from FemurSegLib import files; "
+            "files.write_text('DSC 0.94 \\u00b1 0.05', sys.argv[1]); files.write_json({'s': '\\u00b1'}, sys.argv[2]); "
             "import locale; print(locale.getpreferredencoding(False))")
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.md"), str(tmp_path / "j.json")],

@@ -1,4 +1,5 @@
-"""Image I/O that keeps geometry, with loud validation and atomic writes.
+"""Image reading and writing that keeps geometry, with loud validation (writes are atomic,
+through :mod:`FemurSegLib.files`).
 
 Images are ``SimpleITK.Image`` objects throughout the core: they carry origin, spacing and
 direction cosines (LPS, as ITK uses). Arrays taken from them are indexed ``[k, j, i]``.
@@ -6,22 +7,19 @@ direction cosines (LPS, as ITK uses). Arrays taken from them are indexed ``[k, j
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError, OutputExistsError
+from .files import PathLike, _umask, atomic_path, check_writable
 
 log = logging.getLogger(__name__)
-
-PathLike = Union[str, os.PathLike]
 
 #: File endings read and written as images (longest first so ".seg.nrrd" wins over ".nrrd").
 IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -193,49 +191,7 @@ def array_to_image(array: np.ndarray, reference: sitk.Image, dtype=None) -> sitk
 
 
 # ----------------------------------------------------------------------------------------------
-# Writing: never silently overwrite, always atomic
-
-
-def check_writable(path: PathLike, overwrite: bool) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``; create missing parent folders."""
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"output exists: {p} (use --overwrite to replace it)")
-    if p.exists() and p.is_dir():
-        raise OutputExistsError(f"output is a folder, not a file: {p}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` with the same ending; rename it into place on success.
-
-    The temporary file keeps the ending so that writers choosing a format by extension (SimpleITK,
-    matplotlib, slicerio) write the right format. On error the temporary file is removed and
-    ``path`` is untouched.
-    """
-    target = check_writable(path, overwrite)
-    suffix = image_suffix(target) or "".join(target.suffixes[-1:])
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}",
-                               dir=str(target.parent))
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
-    try:
-        yield tmp_path
-        if not overwrite and target.exists():  # appeared while we were writing
-            raise OutputExistsError(f"output exists: {target} (use --overwrite to replace it)")
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# Writing images
 
 
 def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False,
@@ -272,18 +228,6 @@ def _write_mhd(image: sitk.Image, path: Path, overwrite: bool, compress: bool) -
             p.unlink()
         tmp_dir.rmdir()
     return target
-
-
-def write_json(data, path: PathLike, *, overwrite: bool = False) -> Path:
-    with atomic_path(path, overwrite) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return Path(path)
-
-
-def write_text(text: str, path: PathLike, *, overwrite: bool = False) -> Path:
-    with atomic_path(path, overwrite) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
 
 
 def expand_inputs(inputs: Sequence[PathLike]) -> list:
