@@ -579,7 +579,7 @@ def export_stl(seg_node, folder: os.PathLike, *, smoothing: float = DEFAULT_SMOO
     One file per non-empty segment, named "<segmentation node>_<segment>.stl", in LPS coordinates
     (as Slicer and ITK-based tools expect; ``lps=False`` gives RAS). Each segment's current
     voxels (after any editing) are exported on the segmentation's reference grid and meshed by
-    the core's volume-preserving surface builder (:func:`FemurSegLib.outputs.surface_mesh`, the
+    the core's volume-preserving surface builder (:func:`FemurSegLib.surface.surface_mesh`, the
     same one `femurseg segment --stl` uses): signed-distance interpolation across the thick
     slices, ``smoothing`` voxels of Gaussian smoothing, and a contour level chosen so the enclosed
     volume matches the voxel volume, which finite-element work needs. Slicer's own closed-surface
@@ -587,7 +587,7 @@ def export_stl(seg_node, folder: os.PathLike, *, smoothing: float = DEFAULT_SMOO
     view's closed surface is updated with the same smoothing factor. Existing files are refused
     unless ``overwrite``; every file is written to a temporary name and renamed into place.
     """
-    from FemurSegLib import outputs
+    from FemurSegLib import surface
 
     register_segmentation_converter_rules()
     ids = list(segment_ids_to_export) if segment_ids_to_export is not None else segment_ids(seg_node)
@@ -622,10 +622,10 @@ def export_stl(seg_node, folder: os.PathLike, *, smoothing: float = DEFAULT_SMOO
         finally:
             scene.RemoveNode(labelmap)
         mask = sitk.GetArrayViewFromImage(image) > 0
-        vertices, faces = outputs.surface_mesh(mask, images.ijk_to_lps(image), smoothing)
+        vertices, faces = surface.surface_mesh(mask, images.ijk_to_lps(image), smoothing)
         if not lps:  # RAS = LPS with x and y negated (a rotation: triangle winding stays outward)
             vertices = vertices * np.array([-1.0, -1.0, 1.0], dtype=vertices.dtype)
-        outputs.write_binary_stl(vertices, faces, target, overwrite=overwrite,
+        surface.write_binary_stl(vertices, faces, target, overwrite=overwrite,
                                  header=f"FemurSeg {segmentation.GetSegment(sid).GetName()} "
                                         f"SPACE={'LPS' if lps else 'RAS'}")
         written.append(target)

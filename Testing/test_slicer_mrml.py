@@ -42,7 +42,7 @@ if HAVE_SLICER:
     sys.path.insert(0, str(MODULE_DIR))
     import FemurSegMRML as M  # noqa: E402
 
-from FemurSegLib import outputs, segments  # noqa: E402
+from FemurSegLib import segments, writers# noqa: E402
 from FemurSegLib.errors import Cancelled, FemurSegError, InputError, OutputExistsError  # noqa: E402
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -353,7 +353,7 @@ def write_seg(path: Path, labels: np.ndarray, split: bool, reference: sitk.Image
     specs = segments.femur_segments(split)
     if not split:
         labels = (labels > 0).astype(np.uint8)
-    outputs.write_seg_nrrd(make_image(labels, reference.GetSpacing(), reference.GetOrigin(),
+    writers.write_seg_nrrd(make_image(labels, reference.GetSpacing(), reference.GetOrigin(),
                                       np.reshape(reference.GetDirection(), (3, 3))),
                            specs, path)
     return specs
@@ -461,7 +461,7 @@ def test_load_probability_map(scene, volume, tmp_path):
     reference = M.volume_node_to_image(volume)
     prob = (np.arange(np.prod(SIZE)).reshape(SIZE[::-1]) / np.prod(SIZE)).astype(np.float32)
     image = make_image(prob)
-    outputs.write_probability(image, tmp_path / "p.nrrd")
+    writers.write_probability(image, tmp_path / "p.nrrd")
     node = M.load_probability_map(tmp_path / "p.nrrd", scene, volume)
     assert node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
     assert node.GetName() == "hip femur probability"
@@ -475,7 +475,7 @@ def test_load_probability_map(scene, volume, tmp_path):
 
 def test_load_probability_map_refuses_another_grid(scene, volume, tmp_path):
     image = make_image(np.zeros((SIZE[2], SIZE[1], SIZE[0] + 1), np.float32))
-    outputs.write_probability(image, tmp_path / "p.nrrd")
+    writers.write_probability(image, tmp_path / "p.nrrd")
     with pytest.raises(InputError, match=r"^probability map is not on the input volume's grid: "
                                          r"size \(49, 40, 14\) != \(48, 40, 14\)$"):
         M.load_probability_map(tmp_path / "p.nrrd", scene, volume)

@@ -158,7 +158,7 @@ def cmd_segment(args) -> int:
 
 
 def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path) -> None:
-    from . import images, outputs
+    from . import images, montage, writers
 
     t0 = time.perf_counter()
     image = images.read_image(src, what="input image")
@@ -169,21 +169,21 @@ def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path) -> None:
     finally:
         progress.close()
     if images.image_suffix(dst) == ".seg.nrrd":
-        outputs.write_seg_nrrd(result.labelmap, result.segments, dst, overwrite=args.overwrite)
+        writers.write_seg_nrrd(result.labelmap, result.segments, dst, overwrite=args.overwrite)
     else:
-        outputs.write_labelmap(result.labelmap, dst, overwrite=args.overwrite)
+        writers.write_labelmap(result.labelmap, dst, overwrite=args.overwrite)
     written = [dst]
     prob = _per_input(args.probabilities, inputs, i, is_file=True, suffix="_probability.nrrd")
     if prob is not None:
-        outputs.write_probability(result.probability, prob, overwrite=args.overwrite)
+        writers.write_probability(result.probability, prob, overwrite=args.overwrite)
         written.append(prob)
     stl_dir = _per_input(args.stl, inputs, i, is_file=False)
     if stl_dir is not None:
-        written += outputs.write_stl(result.labelmap, result.segments, stl_dir,
+        written += writers.write_stl(result.labelmap, result.segments, stl_dir,
                                      smoothing=args.stl_smoothing, overwrite=args.overwrite)
     report_dir = _per_input(args.report, inputs, i, is_file=False)
     if report_dir is not None:
-        outputs.write_report(image, result.labelmap, result.segments, report_dir,
+        montage.write_report(image, result.labelmap, result.segments, report_dir,
                              overwrite=args.overwrite, title=src.name)
         written.append(report_dir)
     import numpy as np

@@ -1,4 +1,4 @@
-"""Tests of FemurSegLib.outputs: .seg.nrrd, label/probability images, STL surfaces, PNG report."""
+"""Tests of the result writers (FemurSegLib.writers, .surface, .montage): .seg.nrrd, label/probability images, STL surfaces, PNG report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from FemurSegLib import images, outputs
+from FemurSegLib import images, montage, surface, writers
 from FemurSegLib.errors import InputError, OutputExistsError
 from FemurSegLib.segments import SegmentSpec, femur_segments, femur_terminology
 
@@ -129,9 +129,9 @@ def leftovers(folder: Path) -> list:
 ])
 def test_bad_segments_are_refused_with_one_line(tmp_path, segments, array, message):
     labels = sitk.GetImageFromArray(np.asarray(array, dtype=np.uint8))
-    for write in (lambda: outputs.write_seg_nrrd(labels, segments, tmp_path / "a.seg.nrrd"),
-                  lambda: outputs.write_stl(labels, segments, tmp_path),
-                  lambda: outputs.write_report(labels, labels, segments, tmp_path)):
+    for write in (lambda: writers.write_seg_nrrd(labels, segments, tmp_path / "a.seg.nrrd"),
+                  lambda: writers.write_stl(labels, segments, tmp_path),
+                  lambda: montage.write_report(labels, labels, segments, tmp_path)):
         with pytest.raises(InputError) as err:
             write()
         assert str(err.value) == message
@@ -142,7 +142,7 @@ def test_float_label_map_is_refused(tmp_path):
     labels = sitk.GetImageFromArray(np.ones((2, 2, 2), dtype=np.float32))
     with pytest.raises(InputError, match="^label map must have an integer voxel type, not "
                                          "32-bit float$"):
-        outputs.write_seg_nrrd(labels, SPLIT, tmp_path / "a.seg.nrrd")
+        writers.write_seg_nrrd(labels, SPLIT, tmp_path / "a.seg.nrrd")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def small_oblique_labels(pixel=sitk.sitkUInt8):
 @pytest.mark.parametrize("pixel", [sitk.sitkUInt8, sitk.sitkInt16])
 def test_seg_nrrd_round_trip_with_slicerio(tmp_path, pixel):
     labels, array = small_oblique_labels(pixel)
-    path = outputs.write_seg_nrrd(labels, SPLIT, tmp_path / "out.seg.nrrd",
+    path = writers.write_seg_nrrd(labels, SPLIT, tmp_path / "out.seg.nrrd",
                                   reference_name="hip01_0000.nii.gz")
     seg = slicerio.read_segmentation(str(path))
     # slicerio's voxel array is indexed [i, j, k]; its ijkToLPS is the image's index -> LPS.
@@ -184,7 +184,7 @@ def test_seg_nrrd_round_trip_with_slicerio(tmp_path, pixel):
 
 def test_seg_nrrd_round_trip_with_simpleitk(tmp_path):
     labels, array = small_oblique_labels()
-    path = outputs.write_seg_nrrd(labels, SPLIT, tmp_path / "out.seg.nrrd")
+    path = writers.write_seg_nrrd(labels, SPLIT, tmp_path / "out.seg.nrrd")
     back = sitk.ReadImage(str(path))
     assert back.GetSize() == labels.GetSize()
     np.testing.assert_allclose(back.GetSpacing(), labels.GetSpacing(), rtol=0, atol=1e-9)
@@ -198,7 +198,7 @@ def test_seg_nrrd_keeps_label_values_and_order_as_given(tmp_path):
     array = np.zeros((2, 3, 4), np.uint8)
     array[0, 0, :2], array[1, 2, 3] = 7, 3
     segments = [SegmentSpec(7, "Seven"), SegmentSpec(3, "Three")]
-    path = outputs.write_seg_nrrd(labels_on(image, array), segments, tmp_path / "x.seg.nrrd")
+    path = writers.write_seg_nrrd(labels_on(image, array), segments, tmp_path / "x.seg.nrrd")
     seg = slicerio.read_segmentation(str(path))
     assert [(s["name"], s["labelValue"]) for s in seg["segments"]] == [("Seven", 7), ("Three", 3)]
     np.testing.assert_array_equal(seg["voxels"], array.transpose(2, 1, 0))
@@ -208,7 +208,7 @@ def test_seg_nrrd_needs_its_ending(tmp_path):
     labels, _ = small_oblique_labels()
     with pytest.raises(InputError, match=r"^a Slicer segmentation file must end with "
                                          r"\.seg\.nrrd: out\.nrrd$"):
-        outputs.write_seg_nrrd(labels, SPLIT, tmp_path / "out.nrrd")
+        writers.write_seg_nrrd(labels, SPLIT, tmp_path / "out.nrrd")
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,7 @@ def test_slicer_reads_names_colours_terminology_geometry(tmp_path, slicer_core):
 
     slicer = slicer_core
     labels, array = small_oblique_labels()
-    path = outputs.write_seg_nrrd(labels, SPLIT, tmp_path / "out.seg.nrrd",
+    path = writers.write_seg_nrrd(labels, SPLIT, tmp_path / "out.seg.nrrd",
                                   reference_name="hip01_0000.nii.gz")
     scene = slicer.vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
@@ -277,7 +277,7 @@ def test_slicer_surface_volume_agrees_with_our_stl(tmp_path, slicer_core):
 
     labels, _ = oblique_sphere(radius=20.0)
     spec = [SegmentSpec(1, "Ball")]
-    path = outputs.write_seg_nrrd(labels, spec, tmp_path / "ball.seg.nrrd")
+    path = writers.write_seg_nrrd(labels, spec, tmp_path / "ball.seg.nrrd")
     scene = slicer_core.vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
@@ -287,7 +287,7 @@ def test_slicer_surface_volume_agrees_with_our_stl(tmp_path, slicer_core):
     mass = vtk.vtkMassProperties()
     mass.SetInputData(node.GetSegmentation().GetSegment("Ball").GetRepresentation("Closed surface"))
     mass.Update()
-    _, _, tri = read_stl(outputs.write_stl(labels, spec, tmp_path)[0])
+    _, _, tri = read_stl(writers.write_stl(labels, spec, tmp_path)[0])
     assert enclosed_volume(tri) == pytest.approx(mass.GetVolume(), rel=0.03)
 
 
@@ -295,7 +295,7 @@ def test_slicer_surface_volume_agrees_with_our_stl(tmp_path, slicer_core):
 @pytest.mark.parametrize("system", ["LPS", "RAS"])
 def test_slicer_reads_stl_in_the_declared_coordinate_system(tmp_path, slicer_core, system):
     labels, _ = oblique_sphere(radius=15.0)
-    stl = outputs.write_stl(labels, [RED], tmp_path, coordinate_system=system)[0]
+    stl = writers.write_stl(labels, [RED], tmp_path, coordinate_system=system)[0]
     _, _, tri = read_stl(stl)
     scene = slicer_core.vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLModelNode")
@@ -319,7 +319,7 @@ def test_slicer_reads_stl_in_the_declared_coordinate_system(tmp_path, slicer_cor
 @pytest.mark.parametrize("pixel", [sitk.sitkUInt8, sitk.sitkInt16])
 def test_write_labelmap_round_trip(tmp_path, name, pixel):
     labels, array = small_oblique_labels(pixel)
-    path = outputs.write_labelmap(labels, tmp_path / name)
+    path = writers.write_labelmap(labels, tmp_path / name)
     back = sitk.ReadImage(str(path))
     assert back.GetPixelID() == sitk.sitkUInt8
     assert images.grid_mismatch(back, labels, tol=1e-6) == ""
@@ -329,14 +329,14 @@ def test_write_labelmap_round_trip(tmp_path, name, pixel):
 def test_write_labelmap_refuses_out_of_range_values(tmp_path):
     labels = sitk.GetImageFromArray(np.array([[[0, 300]]], dtype=np.int16))
     with pytest.raises(InputError, match="^label map values must be integers in 0..255$"):
-        outputs.write_labelmap(labels, tmp_path / "l.nii.gz")
+        writers.write_labelmap(labels, tmp_path / "l.nii.gz")
 
 
 def test_write_probability_as_float32(tmp_path):
     reference = grid((3, 2, 2), (0.9, 0.9, 5.2), (1, 2, 3), OBLIQUE)
     values = np.linspace(0, 1, 12).reshape(2, 2, 3)
     prob = images.array_to_image(values.astype(np.float64), reference)
-    back = sitk.ReadImage(str(outputs.write_probability(prob, tmp_path / "p.nii.gz")))
+    back = sitk.ReadImage(str(writers.write_probability(prob, tmp_path / "p.nii.gz")))
     assert back.GetPixelID() == sitk.sitkFloat32
     assert images.grid_mismatch(back, reference, tol=1e-6) == ""
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), values.astype(np.float32))
@@ -349,7 +349,7 @@ def test_write_probability_as_float32(tmp_path):
 def test_write_probability_refuses_values_outside_0_1(tmp_path, bad, message):
     values = np.array([[[0.0, 0.75, bad]]], dtype=np.float32)
     with pytest.raises(InputError) as err:
-        outputs.write_probability(sitk.GetImageFromArray(values), tmp_path / "p.nii.gz")
+        writers.write_probability(sitk.GetImageFromArray(values), tmp_path / "p.nii.gz")
     assert str(err.value) == message
     assert list(tmp_path.iterdir()) == []
 
@@ -362,7 +362,7 @@ def test_stl_sphere_on_anisotropic_oblique_grid(tmp_path):
     radius = 20.0
     labels, centre = oblique_sphere(radius)
     voxel_volume = int(sitk.GetArrayViewFromImage(labels).sum()) * 0.9 * 1.1 * 4.0
-    paths = outputs.write_stl(labels, [RED], tmp_path)
+    paths = writers.write_stl(labels, [RED], tmp_path)
     assert paths == [tmp_path / "Red_thing.stl"]
     header, normals, tri = read_stl(paths[0])
     assert b"SPACE=LPS" in header and not header.startswith(b"solid")
@@ -381,15 +381,15 @@ def test_stl_sphere_on_anisotropic_oblique_grid(tmp_path):
                                1.0, atol=1e-3)
     assert_closed_and_oriented(tri)
     # The reader sees as many triangles as the mesher made.
-    _, faces = outputs.surface_mesh(sitk.GetArrayViewFromImage(labels) == 1,
+    _, faces = surface.surface_mesh(sitk.GetArrayViewFromImage(labels) == 1,
                                     images.ijk_to_lps(labels), 0.5)
     assert len(tri) == len(faces)
 
 
 def test_stl_in_ras_flips_x_and_y_and_keeps_orientation(tmp_path):
     labels, _ = oblique_sphere(radius=12.0)
-    _, _, lps = read_stl(outputs.write_stl(labels, [RED], tmp_path / "lps")[0])
-    header, _, ras = read_stl(outputs.write_stl(labels, [RED], tmp_path / "ras",
+    _, _, lps = read_stl(writers.write_stl(labels, [RED], tmp_path / "lps")[0])
+    header, _, ras = read_stl(writers.write_stl(labels, [RED], tmp_path / "ras",
                                                 coordinate_system="ras")[0])
     assert b"SPACE=RAS" in header
     np.testing.assert_allclose(ras, lps * [-1, -1, 1], atol=1e-4)
@@ -401,13 +401,13 @@ def test_stl_one_file_per_non_empty_segment(tmp_path):
     image = grid((20, 10, 6), (1.0, 1.0, 3.0), direction=np.diag([-1.0, 1.0, -1.0]))
     array = np.zeros((6, 10, 20), np.uint8)
     array[1:5, 2:8, 2:8] = 1  # box of 4 x 6 x 6 voxels
-    paths = outputs.write_stl(labels_on(image, array), SPLIT, tmp_path)
+    paths = writers.write_stl(labels_on(image, array), SPLIT, tmp_path)
     assert paths == [tmp_path / "Right_femur.stl"]  # no file for the empty Left femur
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Right_femur.stl"]
     _, _, tri = read_stl(paths[0])
     assert_closed_and_oriented(tri)  # direction with det = +1 but flipped axes
     assert enclosed_volume(tri) == pytest.approx(4 * 6 * 6 * 3.0, rel=0.1)
-    assert outputs.write_stl(labels_on(image, np.zeros_like(array)), SPLIT, tmp_path / "e") == []
+    assert writers.write_stl(labels_on(image, np.zeros_like(array)), SPLIT, tmp_path / "e") == []
 
 
 def test_stl_closes_objects_cut_by_the_volume_border(tmp_path):
@@ -417,7 +417,7 @@ def test_stl_closes_objects_cut_by_the_volume_border(tmp_path):
     cut = images.array_to_image(np.ascontiguousarray(array[:, :, 22:]),
                             grid((38, 50, 16), (0.9, 1.1, 4.0),
                                  images.ijk_to_lps(labels)[:3] @ [22, 0, 0, 1], OBLIQUE))
-    _, _, tri = read_stl(outputs.write_stl(cut, [RED], tmp_path)[0])
+    _, _, tri = read_stl(writers.write_stl(cut, [RED], tmp_path)[0])
     assert_closed_and_oriented(tri)
     voxels = int(sitk.GetArrayViewFromImage(cut).sum()) * 0.9 * 1.1 * 4.0
     assert enclosed_volume(tri) == pytest.approx(voxels, rel=0.03)
@@ -428,7 +428,7 @@ def test_stl_determinant_minus_one_grid_still_has_outward_normals(tmp_path):
     image = grid((60, 50, 16), (0.9, 1.1, 4.0), (0, 0, 0), mirrored)
     centre = images.ijk_to_lps(image) @ np.array([29.5, 24.5, 7.5, 1.0])
     inside = np.linalg.norm(lps_points(image) - centre[:3, None, None, None], axis=0) <= 15
-    _, normals, tri = read_stl(outputs.write_stl(labels_on(image, inside), [RED], tmp_path)[0])
+    _, normals, tri = read_stl(writers.write_stl(labels_on(image, inside), [RED], tmp_path)[0])
     assert outward_fraction(normals, tri, centre[:3]) == 1.0
     assert enclosed_volume(tri) > 0
 
@@ -437,7 +437,7 @@ def test_stl_single_voxel_speck_survives_smoothing(tmp_path):
     image = grid((5, 5, 5), (1.0, 1.0, 1.0))
     array = np.zeros((5, 5, 5), np.uint8)
     array[2, 2, 2] = 1
-    _, _, tri = read_stl(outputs.write_stl(labels_on(image, array), [RED], tmp_path,
+    _, _, tri = read_stl(writers.write_stl(labels_on(image, array), [RED], tmp_path,
                                            smoothing=2.0)[0])
     assert len(tri) > 0
     assert_closed_and_oriented(tri)
@@ -466,7 +466,7 @@ def test_stl_thick_slices_give_a_smooth_wall_not_a_staircase(tmp_path):
     from skimage import measure
 
     labels, centre, axis = thick_slice_tilted_cylinder()
-    _, _, tri = read_stl(outputs.write_stl(labels, [RED], tmp_path)[0])
+    _, _, tri = read_stl(writers.write_stl(labels, [RED], tmp_path)[0])
     errors = radial_errors(tri.reshape(-1, 3), centre, axis)
     assert abs(errors.mean()) < 0.3 and errors.std() < 0.3 and np.abs(errors).max() < 1.0
     # Control: plain marching cubes on the binary mask shows the 5.2 mm staircase.
@@ -485,7 +485,7 @@ def test_stl_thick_slices_give_a_smooth_wall_not_a_staircase(tmp_path):
 def test_stl_bad_options(tmp_path, kwargs, message):
     labels, _ = small_oblique_labels()
     with pytest.raises(InputError) as err:
-        outputs.write_stl(labels, SPLIT, tmp_path / "stl", **kwargs)
+        writers.write_stl(labels, SPLIT, tmp_path / "stl", **kwargs)
     assert str(err.value) == message
     assert list(tmp_path.iterdir()) == []  # not even the folder was made
 
@@ -499,7 +499,7 @@ def test_volumes_json_known_answer(tmp_path):
     array = np.zeros((8, 9, 10), np.uint8)
     array[2:6, 1:6, 3:9] = 1  # 4 x 5 x 6 = 120 voxels of 0.8 mm3 = 96 mm3
     grey = images.array_to_image(np.arange(720, dtype=np.int16).reshape(8, 9, 10), image)
-    report = outputs.write_report(grey, labels_on(image, array), SPLIT, tmp_path, title="Box")
+    report = montage.write_report(grey, labels_on(image, array), SPLIT, tmp_path, title="Box")
     assert report == json.loads((tmp_path / "volumes.json").read_text(encoding="utf-8"))
     assert report["title"] == "Box"
     assert report["spacing_mm"] == [0.5, 0.8, 2.0]
@@ -528,7 +528,7 @@ FLIPPED = np.array([[-1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # columns: R, S, A
 ])
 def test_coronal_plane_is_radiological(direction, expected_axes):
     """A voxel at the patient's right-superior corner lands top-left, left-inferior bottom-right."""
-    assert outputs.coronal_axes(direction.ravel()) == expected_axes
+    assert montage.coronal_axes(direction.ravel()) == expected_axes
     image = grid((4, 5, 6), (1, 1, 1), direction=direction)
     points = lps_points(image)  # x grows to the patient's left, z to superior
     x, z = points[0], points[2]
@@ -536,7 +536,7 @@ def test_coronal_plane_is_radiological(direction, expected_axes):
     array[(x == x.min()) & (z == z.max())] = 1  # right-superior edge
     array[(x == x.max()) & (z == z.min())] = 2  # left-inferior edge
     for n in range(image.GetSize()[expected_axes["AP"]]):
-        plane = outputs.coronal_plane(array, direction.ravel(), n)
+        plane = montage.coronal_plane(array, direction.ravel(), n)
         assert plane[0, 0] == 1 and plane[-1, -1] == 2
         assert (plane == 1).sum() == 1 and (plane == 2).sum() == 1
 
@@ -571,9 +571,9 @@ def test_report_keeps_physical_proportions_and_sides(tmp_path, direction, spacin
         dist = np.hypot(points[0] - middle[0] - dx, points[2] - middle[2])
         rods[dist < radius] = value
     grey = images.array_to_image((100 + 300 * (rods > 0)).astype(np.int16), image)
-    outputs.write_report(grey, labels_on(image, rods), [RED, GREEN], tmp_path, n_slices=1)
-    axes = outputs.coronal_axes(direction.ravel())
-    plane = outputs.coronal_plane(rods, direction.ravel(), 0)  # every slice looks the same
+    montage.write_report(grey, labels_on(image, rods), [RED, GREEN], tmp_path, n_slices=1)
+    axes = montage.coronal_axes(direction.ravel())
+    plane = montage.coronal_plane(rods, direction.ravel(), 0)  # every slice looks the same
     for spec, side in ((RED, "left"), (GREEN, "right")):
         rows, cols = np.nonzero(plane == spec.value)
         physical = (np.ptp(cols) + 1) * spacing[axes["LR"]] / ((np.ptp(rows) + 1) *
@@ -588,7 +588,7 @@ def test_report_keeps_physical_proportions_and_sides(tmp_path, direction, spacin
 def test_report_of_an_empty_label_map(tmp_path):
     image = grid((10, 9, 8), (0.9, 0.9, 5.2), (0, 0, 0), CORONAL, sitk.sitkInt16)
     grey = images.array_to_image(np.arange(720, dtype=np.int16).reshape(8, 9, 10), image)
-    report = outputs.write_report(grey, labels_on(image, np.zeros((8, 9, 10))), SPLIT, tmp_path)
+    report = montage.write_report(grey, labels_on(image, np.zeros((8, 9, 10))), SPLIT, tmp_path)
     assert [s["voxel_count"] for s in report["segments"]] == [0, 0]
     assert (tmp_path / "report.png").stat().st_size > 1000
 
@@ -597,7 +597,7 @@ def test_report_needs_the_label_map_on_the_image_grid(tmp_path):
     image = grid((10, 9, 8), (0.9, 0.9, 5.2), pixel=sitk.sitkInt16)
     other = grid((10, 9, 8), (0.9, 0.9, 5.0))
     with pytest.raises(InputError, match=r"^label map is not on the image grid: spacing "):
-        outputs.write_report(image, other, SPLIT, tmp_path)
+        montage.write_report(image, other, SPLIT, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -607,12 +607,12 @@ def test_report_needs_the_label_map_on_the_image_grid(tmp_path):
 
 def write_all(labels, folder: Path, overwrite=False):
     grey = sitk.Cast(labels, sitk.sitkInt16)
-    return [outputs.write_seg_nrrd(labels, SPLIT, folder / "s.seg.nrrd", overwrite=overwrite),
-            outputs.write_labelmap(labels, folder / "l.nii.gz", overwrite=overwrite),
-            outputs.write_probability(sitk.Cast(labels, sitk.sitkFloat32) / 2.0,
+    return [writers.write_seg_nrrd(labels, SPLIT, folder / "s.seg.nrrd", overwrite=overwrite),
+            writers.write_labelmap(labels, folder / "l.nii.gz", overwrite=overwrite),
+            writers.write_probability(sitk.Cast(labels, sitk.sitkFloat32) / 2.0,
                                       folder / "p.nrrd", overwrite=overwrite),
-            *outputs.write_stl(labels, SPLIT, folder, overwrite=overwrite),
-            outputs.write_report(grey, labels, SPLIT, folder, overwrite=overwrite)]
+            *writers.write_stl(labels, SPLIT, folder, overwrite=overwrite),
+            montage.write_report(grey, labels, SPLIT, folder, overwrite=overwrite)]
 
 
 def test_every_writer_refuses_to_overwrite_and_replaces_on_request(tmp_path):
@@ -621,12 +621,12 @@ def test_every_writer_refuses_to_overwrite_and_replaces_on_request(tmp_path):
     names = ["Right_femur.stl", "l.nii.gz", "p.nrrd", "report.png", "s.seg.nrrd", "volumes.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == names
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    for write in (lambda: outputs.write_seg_nrrd(labels, SPLIT, tmp_path / "s.seg.nrrd"),
-                  lambda: outputs.write_labelmap(labels, tmp_path / "l.nii.gz"),
-                  lambda: outputs.write_probability(sitk.Cast(labels, sitk.sitkFloat32),
+    for write in (lambda: writers.write_seg_nrrd(labels, SPLIT, tmp_path / "s.seg.nrrd"),
+                  lambda: writers.write_labelmap(labels, tmp_path / "l.nii.gz"),
+                  lambda: writers.write_probability(sitk.Cast(labels, sitk.sitkFloat32),
                                                     tmp_path / "p.nrrd"),
-                  lambda: outputs.write_stl(labels, SPLIT, tmp_path),
-                  lambda: outputs.write_report(labels, labels, SPLIT, tmp_path)):
+                  lambda: writers.write_stl(labels, SPLIT, tmp_path),
+                  lambda: montage.write_report(labels, labels, SPLIT, tmp_path)):
         with pytest.raises(OutputExistsError, match=r"^output exists: .* \(use --overwrite to "
                                                     r"replace it\)$"):
             write()
@@ -644,13 +644,13 @@ def test_multi_file_writers_check_every_target_first(tmp_path):
     labels, _ = small_oblique_labels()
     (tmp_path / "volumes.json").write_text("{}")  # report.png is free, volumes.json is taken
     with pytest.raises(OutputExistsError):
-        outputs.write_report(sitk.Cast(labels, sitk.sitkInt16), labels, SPLIT, tmp_path)
+        montage.write_report(sitk.Cast(labels, sitk.sitkInt16), labels, SPLIT, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["volumes.json"]
     both = np.zeros((5, 6, 7), np.uint8)
     both[1, 1, 1:3], both[3, 4, 4:6] = 1, 2
     (tmp_path / "Left_femur.stl").write_bytes(b"old")
     with pytest.raises(OutputExistsError):
-        outputs.write_stl(labels_on(labels, both), SPLIT, tmp_path)
+        writers.write_stl(labels_on(labels, both), SPLIT, tmp_path)
     assert not (tmp_path / "Right_femur.stl").exists()
     assert (tmp_path / "Left_femur.stl").read_bytes() == b"old"
 
@@ -668,11 +668,11 @@ def test_failed_seg_nrrd_write_leaves_nothing_and_keeps_the_old_file(tmp_path, m
 
     monkeypatch.setattr(slicerio, "write_segmentation", half_write)
     with pytest.raises(Boom):
-        outputs.write_seg_nrrd(labels, SPLIT, tmp_path / "s.seg.nrrd")
+        writers.write_seg_nrrd(labels, SPLIT, tmp_path / "s.seg.nrrd")
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "s.seg.nrrd").write_bytes(b"old")
     with pytest.raises(Boom):
-        outputs.write_seg_nrrd(labels, SPLIT, tmp_path / "s.seg.nrrd", overwrite=True)
+        writers.write_seg_nrrd(labels, SPLIT, tmp_path / "s.seg.nrrd", overwrite=True)
     assert (tmp_path / "s.seg.nrrd").read_bytes() == b"old"
     assert leftovers(tmp_path) == []
 
@@ -688,7 +688,7 @@ def test_failed_report_leaves_no_png_no_json_no_temp(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", half_save)
     with pytest.raises(Boom):
-        outputs.write_report(sitk.Cast(labels, sitk.sitkInt16), labels, SPLIT, tmp_path)
+        montage.write_report(sitk.Cast(labels, sitk.sitkInt16), labels, SPLIT, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -696,7 +696,7 @@ def test_failed_stl_write_leaves_finished_files_only(tmp_path, monkeypatch):
     labels, _ = small_oblique_labels()
     array = sitk.GetArrayFromImage(labels)
     array[3, 4, 4:6] = 2
-    real = outputs.surface_mesh
+    real = surface.surface_mesh
     calls = []
 
     def second_fails(mask, matrix, smoothing):
@@ -705,9 +705,9 @@ def test_failed_stl_write_leaves_finished_files_only(tmp_path, monkeypatch):
             raise Boom("out of memory")
         return real(mask, matrix, smoothing)
 
-    monkeypatch.setattr(outputs, "surface_mesh", second_fails)
+    monkeypatch.setattr(writers, "surface_mesh", second_fails)
     with pytest.raises(Boom):
-        outputs.write_stl(labels_on(labels, array), SPLIT, tmp_path)
+        writers.write_stl(labels_on(labels, array), SPLIT, tmp_path)
     # Each file is atomic: the first surface is complete, the second was never created.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Right_femur.stl"]
     _, _, tri = read_stl(tmp_path / "Right_femur.stl")
@@ -732,10 +732,10 @@ def test_real_femur_surface_and_volumes(tmp_path):
     labels = images.read_label(data / "labelsTr" / "hip01.nii.gz", image)
     femur = labels_on(image, sitk.GetArrayViewFromImage(labels) == 1)
     spec = femur_segments(False)
-    (stl,) = outputs.write_stl(femur, spec, tmp_path)
+    (stl,) = writers.write_stl(femur, spec, tmp_path)
     _, _, tri = read_stl(stl)
     assert_closed_and_oriented(tri)
-    report = outputs.write_report(image, femur, spec, tmp_path)
+    report = montage.write_report(image, femur, spec, tmp_path)
     ml = report["segments"][0]["volume_ml"]
     assert 100 < ml < 600  # two proximal femurs
     assert enclosed_volume(tri) / 1000 == pytest.approx(ml, rel=0.03)

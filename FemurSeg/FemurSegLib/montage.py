@@ -1,0 +1,189 @@
+"""The PNG quality-control report of a segmentation (coronal montage) and its volumes JSON.
+
+Rendered with matplotlib's Agg backend through a bare ``Figure`` (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import files, images
+from .errors import InputError
+from .files import PathLike
+from .segments import SegmentSpec
+from .writers import check_labelmap, segment_volumes
+
+__all__ = ["write_report", "coronal_axes", "coronal_plane"]
+
+
+# ----------------------------------------------------------------------------------------------
+# PNG report and volumes
+
+
+def coronal_axes(direction: Sequence[float]) -> Dict[str, int]:
+    """Voxel axis (0 = i, 1 = j, 2 = k) nearest to each patient axis ``"LR"``, ``"AP"``, ``"SI"``.
+
+    ``direction`` is a SimpleITK direction (9 numbers, row-major; column n is voxel axis n in
+    LPS). On an oblique grid each patient axis takes the voxel axis best aligned with it.
+    """
+    cos = np.abs(np.asarray(direction, dtype=float).reshape(3, 3))
+    ap = int(np.argmax(cos[1]))
+    lr = max((a for a in range(3) if a != ap), key=lambda a: cos[0, a])
+    return {"LR": lr, "AP": ap, "SI": 3 - ap - lr}
+
+
+def coronal_plane(array: np.ndarray, direction: Sequence[float], index: int) -> np.ndarray:
+    """Slice ``index`` of a ``[k, j, i]`` array across its A-P axis, in radiological view.
+
+    Rows run from superior (row 0) to inferior, columns from the patient's right (column 0, the
+    viewer's left) to the patient's left, whatever the voxel order on disk.
+    """
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    axes = coronal_axes(direction)
+    plane = np.take(np.asarray(array).transpose(2, 1, 0), index, axis=axes["AP"])
+    if axes["SI"] > axes["LR"]:  # remaining axes come in voxel order: make rows = S-I
+        plane = plane.T
+    if d[2, axes["SI"]] > 0:  # index runs towards superior: put the highest index on top
+        plane = plane[::-1]
+    if d[0, axes["LR"]] < 0:  # index runs towards the patient's right (-x in LPS)
+        plane = plane[:, ::-1]
+    return plane
+
+
+def _pick_slices(candidates: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` of the sorted ``candidates``, evenly spaced (the middle one for ``n == 1``)."""
+    if candidates.size <= n:
+        return candidates
+    if n == 1:
+        return candidates[[candidates.size // 2]]
+    return np.unique(candidates[np.round(np.linspace(0, candidates.size - 1, n)).astype(int)])
+
+
+def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[SegmentSpec],
+                 out_dir: PathLike, *, overwrite: bool = False, title: Optional[str] = None,
+                 n_slices: int = 12) -> dict:
+    """Write ``out_dir/report.png`` (coronal montage) and ``out_dir/volumes.json``.
+
+    The montage shows up to ``n_slices`` coronal slices evenly spaced over those that contain
+    the mask (over the whole volume if it is empty): the grey image windowed at its 0.5th and
+    99.5th percentiles, each segment's outline in its colour, the slice index and A-P position,
+    in physical proportions (voxel spacing respected) and radiological orientation (patient
+    right on the image left, superior at the top; R/L/S/I marked), with a legend of volumes.
+    On an oblique grid the slices are the voxel planes nearest to coronal (not resampled).
+
+    The JSON, also returned, holds the title, the voxel spacing and volume, and for each segment
+    its name, label value, voxel count and volume in mm3 and ml (mm3 / 1000).
+    """
+    array = check_labelmap(labelmap, segments)
+    images.validate_image(image, what="image", allow_constant=True)
+    mismatch = images.grid_mismatch(labelmap, image)
+    if mismatch:
+        raise InputError(f"label map is not on the image grid: {mismatch}")
+    if n_slices < 1:
+        raise InputError(f"the report needs at least one slice, not {n_slices}")
+    out = Path(out_dir)
+    png_path, json_path = out / "report.png", out / "volumes.json"
+    for target in (png_path, json_path):
+        files.check_writable(target, overwrite)
+    report = {"title": title or "FemurSeg segmentation",
+              "spacing_mm": [float(s) for s in labelmap.GetSpacing()],
+              "voxel_volume_mm3": float(np.prod(labelmap.GetSpacing())),
+              "segments": segment_volumes(labelmap, segments)}
+    figure = _montage(image, array, segments, report, n_slices)
+    with files.atomic_path(png_path, overwrite) as tmp:
+        figure.savefig(str(tmp), format="png", facecolor=figure.get_facecolor())
+    files.write_json(report, json_path, overwrite=overwrite)
+    return report
+
+
+def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSpec],
+             report: dict, n_slices: int):
+    """The report figure (a bare matplotlib Figure: rendered with Agg, no pyplot state)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    direction = image.GetDirection()
+    axes = coronal_axes(direction)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    row_mm, col_mm = spacing[axes["SI"]], spacing[axes["LR"]]
+    grey = sitk.GetArrayViewFromImage(image)
+    mask = labels > 0
+    ap_in_array = 2 - axes["AP"]  # [k, j, i] axis of A-P
+    in_slice = mask.any(axis=tuple(a for a in range(3) if a != ap_in_array))
+    filled = np.flatnonzero(in_slice)
+    picks = _pick_slices(filled if filled.size else np.arange(labels.shape[ap_in_array]),
+                         n_slices)
+
+    # Every panel shows the same window: the mask's in-plane extent over all slices + 15 mm.
+    union = np.zeros_like(coronal_plane(mask, direction, 0))
+    for n in filled:
+        union |= coronal_plane(mask, direction, int(n))
+    r0, r1, c0, c1 = 0, union.shape[0], 0, union.shape[1]
+    if union.any():
+        rows, cols = np.nonzero(union)
+        pad_r, pad_c = int(math.ceil(15.0 / row_mm)), int(math.ceil(15.0 / col_mm))
+        r0, r1 = max(rows.min() - pad_r, 0), min(rows.max() + 1 + pad_r, union.shape[0])
+        c0, c1 = max(cols.min() - pad_c, 0), min(cols.max() + 1 + pad_c, union.shape[1])
+    width_mm, height_mm = (c1 - c0) * col_mm, (r1 - r0) * row_mm
+
+    values = np.asarray(grey, dtype=np.float64)
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if hi <= lo:
+        hi = lo + 1.0
+
+    ncols = min(4, len(picks))
+    nrows = int(math.ceil(len(picks) / ncols))
+    panel_w = 3.2
+    panel_h = panel_w * height_mm / width_mm
+    head, foot = 0.75, 0.6  # inches for the title and the legend
+    fig_h = panel_h * nrows + head + foot
+    fig_w = max(panel_w * ncols, 7.5)  # room for the title and the legend
+    side = 0.5 * (1 - panel_w * ncols / fig_w) + 0.01
+    fig = Figure(figsize=(fig_w, fig_h), dpi=110, facecolor="black")
+    grid = fig.add_gridspec(nrows, ncols, left=side, right=1 - side, top=1 - head / fig_h,
+                            bottom=foot / fig_h, wspace=0.04, hspace=0.12)
+    m = images.ijk_to_lps(image)
+    centre = [(s - 1) / 2.0 for s in image.GetSize()]
+    extent = (0.0, width_mm, height_mm, 0.0)  # millimetres: square pixels mean equal mm
+    xs = (np.arange(c1 - c0) + 0.5) * col_mm
+    ys = (np.arange(r1 - r0) + 0.5) * row_mm
+    for number, n in enumerate(int(n) for n in picks):
+        ax = fig.add_subplot(grid[number // ncols, number % ncols])
+        ax.imshow(coronal_plane(grey, direction, n)[r0:r1, c0:c1], cmap="gray", vmin=lo,
+                  vmax=hi, extent=extent, aspect="equal", interpolation="nearest")
+        label_plane = coronal_plane(labels, direction, n)[r0:r1, c0:c1]
+        for spec in segments:
+            seg = (label_plane == spec.value).astype(np.float32)
+            if seg.any() and min(seg.shape) > 1:  # a dark halo keeps pale outlines visible
+                ax.contour(xs, ys, seg, levels=[0.5], colors=["black"], linewidths=2.6)
+                ax.contour(xs, ys, seg, levels=[0.5], colors=[tuple(spec.color)],
+                           linewidths=1.2)
+        point = list(centre)
+        point[axes["AP"]] = float(n)
+        y_mm = float((m @ np.array(point + [1.0]))[1])
+        ax.set_title(f"{'ijk'[axes['AP']]} = {n}   {'P' if y_mm >= 0 else 'A'} {abs(y_mm):.1f} mm",
+                     color="white", fontsize=8, pad=2)
+        for text, x, y, ha, va in (("R", 0.02, 0.5, "left", "center"),
+                                   ("L", 0.98, 0.5, "right", "center"),
+                                   ("S", 0.5, 0.98, "center", "top"),
+                                   ("I", 0.5, 0.02, "center", "bottom")):
+            ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, color="yellow",
+                    fontsize=8, fontweight="bold")
+        ax.set_xlim(0, width_mm)
+        ax.set_ylim(height_mm, 0)
+        ax.set_axis_off()
+    legend = [Patch(facecolor=tuple(s.color), edgecolor="white",
+                    label=f"{v['name']} (label {v['label_value']}): {v['volume_ml']:.1f} ml")
+              for s, v in zip(segments, report["segments"])]
+    fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 3), fontsize=9,
+               frameon=False, labelcolor="white")
+    sp = " x ".join(f"{s:.2f}" for s in spacing)
+    note = "" if filled.size else " - nothing segmented"
+    fig.suptitle(f"{report['title']}{note}\ncoronal slices, radiological view (patient right on "
+                 f"the left); voxels {sp} mm", color="white", fontsize=10)
+    return fig
