@@ -13,8 +13,8 @@ normalise` makes them) and cover what another scanner, coil or sequence changes:
   inside each tissue stays;
 - :func:`blur`, :func:`low_resolution` and :func:`noise`.
 
-:func:`robust_intensity` draws a random chain of them; ``augment`` in :mod:`.train` applies the
-config's choice. Spatial transforms: left-right flips (numpy) and a random in-plane rotation and
+:func:`robust_intensity` draws a random chain of them; :func:`augment_sample` applies the
+config's choice to one training sample. Spatial transforms: left-right flips (numpy) and a random in-plane rotation and
 scaling of a whole batch (:func:`affine_batch`, torch).
 """
 
@@ -175,6 +175,31 @@ def robust_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < P_NOISE:
         x = noise(x, rng)
     return x.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# One training sample, as the config asks
+
+
+def augment_sample(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: dict):
+    """Left-right flip (the paper's augmentation), plus optional intensity changes: mild
+    (``intensity``), SynthSeg-like look-up tables (``synthetic_contrast``), or the scanner and
+    sequence changes of :func:`robust_intensity` (``robust_intensity``)."""
+    aug = cfg.get("augment", {})
+    if aug.get("flip_lr", True) and rng.random() < 0.5:
+        image, target = image[..., ::-1], target[..., ::-1]
+    if aug.get("intensity"):
+        gamma = float(np.exp(rng.uniform(-0.3, 0.3)))
+        lo = image.min()
+        rngv = max(float(image.max() - lo), 1e-6)
+        image = lo + rngv * ((image - lo) / rngv) ** gamma
+        image = image * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05)
+        image = image + rng.normal(0, rng.uniform(0, 0.03), image.shape).astype(np.float32)
+    if aug.get("synthetic_contrast"):
+        image = synthetic_contrast(image, rng)
+    if aug.get("robust_intensity"):
+        image = robust_intensity(image, rng)
+    return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(target)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from FemurSegLib.cli import _Parser
+from FemurSegLib.commandline import Parser as _Parser
+from FemurSegLib.commandline import run
 from FemurSegLib.errors import FemurSegError
 
 
@@ -91,7 +92,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .release import export_run, read_card_extra
+    from .cards import read_card_extra
+    from .export import export_run
 
     extra = read_card_extra(args.card_extra) if args.card_extra else None
     out = export_run(args.run_dir, args.model_dir, name=args.name, version=args.version,
@@ -167,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--license", default="Apache-2.0")
     x.add_argument("--overwrite", action="store_true")
     x.add_argument("--card-extra", metavar="JSON",
-                   help="notes and inference settings (roi, tta_on_cpu) to add to the card")
+                   help="notes, intended use and description to add to the card (inference "
+                   "settings belong in the config)")
     x.set_defaults(func=cmd_export)
 
     t = sub.add_parser("table", help="combine evaluated runs into one Table 2 with figures")
@@ -188,20 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 reports
         logging.getLogger().setLevel(logging.WARNING)
-    try:
-        return int(args.func(args) or 0)
-    except FemurSegError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted (resume with --resume)\n")
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        sys.stderr.write(f"error: internal error ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())}); rerun with --debug\n")
-        return 1
+    return run(args.func, args, interrupted="interrupted (resume with --resume)")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,18 @@ the paper's ones. A config names every hyper-parameter; unknown keys are an erro
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Optional
 
 from FemurSegLib.errors import FemurSegError
+from FemurSegLib.files import read_json
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+#: inference settings a config may choose (the rest of the card's inference section follows
+#: from the network, the evaluation and ``postprocess``; see FemurSegTraining.cards)
+CONFIG_INFERENCE_KEYS = {"patch_size", "overlap", "tta_flip_axes", "batch_size", "tta_on_cpu",
+                         "tta_on_gpu", "roi"}
 
 DEFAULTS = {
     "name": None,
@@ -69,10 +74,7 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
     if not p.is_file():
         names = sorted(q.stem for q in CONFIG_DIR.glob("*.json"))
         raise FemurSegError(f"unknown config {name_or_path!r} (known: {', '.join(names)})")
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise FemurSegError(f"config {p} is not valid JSON: {exc}") from None
+    raw = read_json(p, "config")
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
         raise FemurSegError(f"config {p.name}: unknown keys {', '.join(sorted(unknown))}")
@@ -102,6 +104,10 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
         cfg = apply_plan(cfg, read_plan(plan))
         cfg["plan_file"] = str(plan)
     check_lr_schedule(cfg.get("lr_schedule"), p.name)
+    bad = set(cfg.get("inference") or {}) - CONFIG_INFERENCE_KEYS
+    if bad:
+        raise FemurSegError(f"config {p.name}: inference keys {', '.join(sorted(bad))} cannot "
+                            f"be set (allowed: {', '.join(sorted(CONFIG_INFERENCE_KEYS))})")
     if cfg["patch_size"] is None:
         raise FemurSegError(f"config {p.name} has no patch_size (set it, or pass --plan PLAN.json)")
     cfg["config_file"] = str(p)

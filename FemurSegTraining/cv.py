@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import platform
@@ -22,7 +21,7 @@ from typing import List, Optional
 
 
 from FemurSegLib.errors import FemurSegError
-from FemurSegLib.files import write_json
+from FemurSegLib.files import read_json, write_json
 from FemurSegLib.preprocessing import InputSpec
 
 from .config import foreground_index
@@ -55,7 +54,7 @@ def hardware(device: str) -> str:
 
 def read_run(run_dir: Path) -> dict:
     p = Path(run_dir) / "run.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    return read_json(p, "run") if p.is_file() else {}
 
 
 def save_run(run_dir: Path, run: dict) -> None:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from FemurSegLib import images
+from FemurSegLib import files, images
 from FemurSegLib.errors import FemurSegError, InputError
 from FemurSegLib.preprocessing import InputSpec, prepare, prepare_label
 
@@ -54,10 +54,7 @@ def read_dataset_json(root: Path) -> dict:
     path = root / "dataset.json"
     if not path.is_file():
         raise DatasetError(f"{root} is not a dataset in nnU-Net raw layout (no dataset.json)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}") from None
+    return files.read_json(path, "dataset description", DatasetError)
 
 
 def foreground_value(meta: dict, foreground: Optional[str]) -> int:
@@ -271,11 +268,10 @@ def preprocess_case(case: Case, spec: InputSpec, foreground: int,
     if target.shape != prep.array.shape:
         raise DatasetError(f"{case.name}: label and image grids differ after preprocessing")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".part.npz")
         arrays = {"image": prep.array, "target": target}
         if classes is not None:
             arrays["classes"] = classes
-        np.savez(tmp, **arrays)
-        tmp.replace(cache)
+        with files.atomic_path(cache, overwrite=True) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
     return Preprocessed(case.name, prep.array, target, classes)

@@ -6,11 +6,10 @@ onto the input grid). Per subject: DSC, precision, recall, specificity, HD95, AS
 (:mod:`FemurSegLib.metrics`) at threshold 0.5 and at the PR-optimal threshold, each without and
 with post-processing ("PP"), plus ROC AUC and average precision of the probabilities. The
 PR-optimal threshold is the point of the precision-recall curve of all subjects' voxels pooled
-that is nearest to (1, 1).
-
-The pooled curve is computed from probabilities quantised to multiples of 1/65536 (exact for
-that quantisation, and a 65536-bin histogram instead of sorting every voxel of every subject);
-a voxel is foreground at threshold ``b / 65536`` exactly when its probability is ``>= b / 65536``.
+that is nearest to (1, 1) (:mod:`.curves`). The segmenter of each fold is built from the card
+an export writes, so test-time augmentation, post-processing and thresholds are those of
+``femurseg segment``; the summary names what still differs (one fold per subject instead of the
+ensemble).
 
 Writes ``RUN_DIR/evaluation/``: ``per_subject.csv``, ``table.md``, ``table.csv``,
 ``roc_pr.png`` (Fig. 3), ``boxplots.png`` (Fig. 4), ``curves.npz`` and ``summary.json``.
@@ -19,13 +18,11 @@ Writes ``RUN_DIR/evaluation/``: ``per_subject.csv``, ``table.md``, ``table.csv``
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,153 +30,49 @@ import SimpleITK as sitk
 from FemurSegLib import files, images, metrics, postprocess
 from FemurSegLib.errors import FemurSegError
 
-from .report import (BOX_METRICS, case_table, fold_table, plot_boxes, plot_curves,
+from .cards import card_for_config
+from .curves import LEVELS, PooledCurve, quantise
+from .report import (BOX_METRICS, VARIANTS, variant_key, case_table, fold_table, plot_boxes, plot_curves,
                      table_row, write_tables)
 
 log = logging.getLogger("femurseg.train")
 
-LEVELS = 1 << 16  # probability quantisation steps
-
-
-def quantise(prob: np.ndarray) -> np.ndarray:
-    """``floor(p * 65536)`` clipped to 0..65535 as uint16, so that ``q >= b <=> p >= b/65536``."""
-    p = np.clip(np.asarray(prob, dtype=np.float64), 0.0, 1.0)
-    return np.minimum(np.floor(p * LEVELS), LEVELS - 1).astype(np.uint16)
-
-
-class PooledCurve:
-    """ROC and precision-recall curves of quantised probabilities pooled over subjects."""
-
-    def __init__(self, pos: Optional[np.ndarray] = None, neg: Optional[np.ndarray] = None):
-        self.pos = np.zeros(LEVELS, np.int64) if pos is None else np.asarray(pos, np.int64)
-        self.neg = np.zeros(LEVELS, np.int64) if neg is None else np.asarray(neg, np.int64)
-
-    def add(self, q: np.ndarray, ref: np.ndarray) -> None:
-        """Add one subject's quantised probabilities ``q`` and boolean reference ``ref``."""
-        ref = np.asarray(ref, dtype=bool)
-        self.pos += np.bincount(q[ref].ravel(), minlength=LEVELS)
-        self.neg += np.bincount(q[~ref].ravel(), minlength=LEVELS)
-
-    def counts(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Occupied levels in decreasing order and the TP / FP counts of ``q >= level``
-        (the same points as :func:`FemurSegLib.metrics.precision_recall_curve` of ``q/65536``)."""
-        pos, neg = self.pos[::-1], self.neg[::-1]
-        keep = (pos + neg) > 0
-        levels = np.arange(LEVELS - 1, -1, -1)[keep]
-        return levels, np.cumsum(pos)[keep], np.cumsum(neg)[keep]
-
-    def pr_optimal(self) -> Tuple[float, float, float]:
-        """``(threshold, precision, recall)`` nearest to (1, 1); the highest threshold on ties."""
-        levels, tps, fps = self.counts()
-        if len(tps) == 0 or tps[-1] == 0:
-            raise FemurSegError("cannot choose a threshold: the references have no foreground")
-        prec, rec = tps / (tps + fps), tps / tps[-1]
-        best = int(np.argmin((1.0 - prec) ** 2 + (1.0 - rec) ** 2))
-        return float(levels[best]) / LEVELS, float(prec[best]), float(rec[best])
-
-    def roc_auc(self) -> float:
-        _, tps, fps = self.counts()
-        if not tps[-1] or not fps[-1]:
-            return math.nan
-        tpr, fpr = np.r_[0, tps] / tps[-1], np.r_[0, fps] / fps[-1]
-        return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
-
-    def average_precision(self) -> float:
-        _, tps, fps = self.counts()
-        if not tps[-1]:
-            return math.nan
-        prec, rec = tps / (tps + fps), tps / tps[-1]
-        return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
-
-    def at(self, threshold: float) -> Tuple[float, float]:
-        """Pooled ``(precision, recall)`` of ``p >= threshold``."""
-        b = int(math.ceil(threshold * LEVELS))
-        tp, fp = int(self.pos[b:].sum()), int(self.neg[b:].sum())
-        return (tp / (tp + fp) if tp + fp else math.nan), tp / max(int(self.pos.sum()), 1)
-
-    def plot_entry(self, label: str, pr_threshold: float) -> dict:
-        _, tps, fps = self.counts()
-        p_opt, r_opt = self.at(pr_threshold)
-        p_half, r_half = self.at(0.5)
-        return {"label": label, "fpr": np.r_[0, fps] / max(fps[-1], 1),
-                "tpr": np.r_[0, tps] / max(tps[-1], 1), "precision": tps / (tps + fps),
-                "recall": tps / max(tps[-1], 1), "auc": self.roc_auc(),
-                "ap": self.average_precision(),
-                "points": [(f"PR-opt {pr_threshold:.2f}", p_opt, r_opt),
-                           ("0.5", p_half, r_half)]}
-
-    def save(self, path: Path, overwrite: bool = False) -> None:
-        with files.atomic_path(path, overwrite) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, pos=self.pos, neg=self.neg)
-
-    @classmethod
-    def load(cls, path: Path) -> "PooledCurve":
-        with np.load(path) as z:
-            return cls(z["pos"], z["neg"])
-
-
 # ----------------------------------------------------------------------------------------------
 
 
-def variant_key(threshold_kind: str, pp: bool) -> str:
-    """``"0.5"``, ``"0.5+PP"``, ``"pr"`` or ``"pr+PP"``."""
-    return f"{threshold_kind}{'+PP' if pp else ''}"
-
-
-VARIANTS = [("0.5", False), ("pr", False), ("0.5", True), ("pr", True)]
-SUBJECT_COLUMNS = ["subject", "fold", "variant", "threshold", "postprocess", "dsc", "precision",
+SUBJECT_COLUMNS = ["subject", "fold", "variant", "threshold", "postprocess", "dsc",
+                   "dsc_labelled_slices", "precision",
                    "recall", "specificity", "hd95_mm", "assd_mm", "volume_pred_ml",
                    "volume_ref_ml", "roc_auc", "average_precision"]
 
 
-def apply_pp(mask: np.ndarray, image: sitk.Image, kind: str) -> np.ndarray:
-    """Post-processing of a binary mask: "largest_per_femur" (the deployed rule), "largest"
-    (the paper's largest connected component) or "none"."""
-    if kind == "largest_per_femur":
-        return postprocess.split_femurs(mask, image, split=False)[0] > 0
-    if kind == "largest":
-        return postprocess.largest_component(mask)
-    if kind == "none":
-        return mask
-    raise FemurSegError(f"unknown postprocess {kind!r} (largest_per_femur, largest, none)")
-
-
 def fold_segmenter(cfg: dict, fold_dir: Path, device: str = "cpu"):
     """A :class:`~FemurSegLib.inference.Segmenter` running ``fold_dir/best.pt`` with PyTorch,
-    built from the same card an export would write."""
+    on the card an export would write (:func:`.cards.card_for_config`): the same
+    preprocessing, network geometry, test-time augmentation default and post-processing rule
+    as ``femurseg segment``."""
     from FemurSegLib.engines import TorchEngine
     from FemurSegLib.inference import Segmenter
     from FemurSegLib.modelfolder import Model
-    from FemurSegLib.preprocessing import InputSpec
-
-    from .release import card_for_config
 
     weights = Path(fold_dir) / "best.pt"
     if not weights.is_file():
         raise FemurSegError(f"{weights} not found: train fold {Path(fold_dir).name[5:]} first")
     card = card_for_config(cfg)
-    model = Model(path=Path(fold_dir), card=card, folds=[],
-                  input=InputSpec.from_dict(card["input"]))
+    model = Model.from_card(card, Path(fold_dir), where=f"config {cfg['name']}")
     engine = TorchEngine(weights, card["architecture"], device)
-    return Segmenter(model, [engine], tta=True, split=False)
+    return Segmenter(model, [engine], split=False)
 
 
-def _finite_or_none(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _clean(obj):
-    """NaN / inf -> null, numpy scalars -> Python, for strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    return _finite_or_none(obj)
+def product_differences(cfg: dict, folds: int) -> List[str]:
+    """How this evaluation differs from ``femurseg segment`` with the exported card."""
+    diffs = []
+    if folds > 1:
+        diffs.append(f"each subject is predicted by its own fold; the exported model averages "
+                     f"all {folds} folds")
+        if (cfg.get("inference") or {}).get("roi"):
+            diffs[-1] += " with the ROI cascade"
+    return diffs
 
 
 def _variant_stats(rows: Sequence[dict]) -> dict:
@@ -208,7 +101,7 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
     splits_path = run_dir / "splits.json"
     if not splits_path.is_file():
         raise FemurSegError(f"{splits_path} not found")
-    splits = json.loads(splits_path.read_text(encoding="utf-8"))
+    splits = files.read_json(splits_path, "splits", kind=list)
     todo = list(range(len(splits))) if folds is None else [int(k) for k in folds]
     for k in todo:
         if not 0 <= k < len(splits):
@@ -224,8 +117,8 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
         raise FemurSegError(f"validation cases missing from {data_dir}: {', '.join(missing)}")
     out_dir = run_dir / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    pp_kind = cfg.get("postprocess") or "largest_per_femur"
     curve = PooledCurve()
+    spec = None
     rows: List[dict] = []
     subjects: List[dict] = []
     t_start = time.perf_counter()
@@ -233,6 +126,8 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
         # pass 1: predict, probability metrics, metrics at 0.5, pooled curve
         for k in todo:
             seg = fold_segmenter(cfg, run_dir / f"fold_{k}", device)
+            spec, tta = seg.model.inference, seg.tta
+            pp_kind = spec.postprocess
             for name in splits[k]["val"]:
                 t0 = time.perf_counter()
                 case = dataset.case(name)
@@ -263,6 +158,9 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
             rows += _mask_rows(subj, q >= level, ref, image, threshold, "pr", pp_kind)
     summary = _summary(run_dir, run, cfg, rows, todo, curve, threshold, p_opt, r_opt, pp_kind,
                        time.perf_counter() - t_start)
+    summary["inference"] = {**spec.to_dict(), "threshold": threshold, "tta": tta,
+                            "device": device}
+    summary["differences"] = product_differences(cfg, len(splits))
     _write_outputs(out_dir, summary, rows, curve, overwrite)
     return summary
 
@@ -272,7 +170,7 @@ def _mask_rows(subj: dict, mask: np.ndarray, ref: np.ndarray, image: sitk.Image,
     spacing = metrics.array_spacing(image)
     out = []
     for pp in (False, True):
-        m = apply_pp(mask, image, pp_kind) if pp else mask
+        m = postprocess.apply_rule(mask, image, pp_kind, split=False)[0] > 0 if pp else mask
         row = {"subject": subj["subject"], "fold": subj["fold"], "variant": variant_key(kind, pp),
                "threshold": threshold, "postprocess": pp_kind if pp else "none",
                **metrics.evaluate_masks(m, ref, spacing),
@@ -338,33 +236,16 @@ def _write_outputs(out_dir: Path, summary: dict, rows: List[dict], curve: Pooled
     details = ("What the exported model does (PR-optimal threshold "
                f"{summary['pr_optimal']['threshold']:.3f}, PP), per fold and per case:\n\n"
                + fold_table(deployed) + "\n" + case_table(deployed))
+    how = (f"the product's inference path with the exported card's settings (flip TTA "
+           f"{'on' if summary['inference']['tta'] else 'off'} on {summary['inference']['device']}, "
+           f"post-processing {summary['postprocess']})")
+    if summary.get("differences"):
+        how += "; differences from `femurseg segment`: " + "; ".join(summary["differences"])
     write_tables(table, out_dir, title=f"Cross-validation of {summary['config']} "
-                                       f"({summary['subjects']} subjects)", overwrite=overwrite,
-                 details=details)
+                                       f"({summary['subjects']} subjects), {how}",
+                 overwrite=overwrite, details=details)
     plot_curves([curve.plot_entry(label, summary["pr_optimal"]["threshold"])],
                 out_dir / "roc_pr.png", overwrite=overwrite)
     plot_boxes(groups, out_dir / "boxplots.png", overwrite=overwrite)
     curve.save(out_dir / "curves.npz", overwrite=overwrite)
-    files.write_json(_clean(summary), out_dir / "summary.json", overwrite=overwrite)
-
-
-def card_metrics(summary: dict) -> Dict[str, object]:
-    """The model card's ``metrics`` section from an evaluation summary (the deployed variant:
-    PR-optimal threshold with post-processing)."""
-    v = summary["variants"][summary.get("deployed_variant", "pr+PP")]["metrics"]
-    out: Dict[str, object] = {}
-    for key, name in [("dsc", "dsc"), ("precision", "precision"), ("recall", "recall"),
-                      ("specificity", "specificity"), ("hd95_mm", "hd95_mm"),
-                      ("assd_mm", "assd_mm"), ("roc_auc", "roc_auc"),
-                      ("average_precision", "average_precision")]:
-        out[f"{name}_mean"] = v[key]["mean"]
-        out[f"{name}_sd"] = v[key]["sd"]
-    out.update({"subjects": summary["subjects"], "folds": len(summary["folds"]),
-                "threshold": summary["pr_optimal"]["threshold"],
-                "pooled_roc_auc": summary["pooled"]["roc_auc"],
-                "pooled_average_precision": summary["pooled"]["average_precision"],
-                "evaluation": f"{len(summary['folds'])}-fold cross-validation, each subject "
-                              "predicted by the fold that did not train on it, on its original "
-                              "image grid, at the PR-optimal threshold with post-processing "
-                              f"({summary['postprocess']})"})
-    return _clean(out)
+    files.write_json(files.json_ready(summary), out_dir / "summary.json", overwrite=overwrite)

@@ -1,148 +1,113 @@
-"""Write model folders (see :mod:`FemurSegLib.modelfolder` for the contract).
+"""``femurseg-train export``: a cross-validated run -> one model folder with all folds as an
+ensemble.
 
-Each fold's network is saved as a PyTorch state dict (``fold_K.pt``) and as an ONNX graph with
-the softmax head (``fold_K.onnx``); the card records both SHA-256 sums. After writing, the ONNX
-graph is run with ONNX Runtime on a test input and must agree with PyTorch to ``atol``.
+The card is :func:`.cards.run_card` (config, data description, CV metrics from ``evaluate``,
+the PR-optimal threshold, training wall time and hardware, command lines, code version). After
+the folder is written (each fold's ``.pt`` and ``.onnx``, see
+:func:`.modelwriter.write_model_folder`), a
+small phantom is segmented through the full inference path with ONNX Runtime and with PyTorch;
+the probabilities must agree to ``atol`` or nothing is exported.
 """
 
 from __future__ import annotations
 
-import copy
-import datetime as _dt
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Optional
 
 import numpy as np
-import torch
-from torch import nn
+import SimpleITK as sitk
 
 from FemurSegLib.errors import FemurSegError
 from FemurSegLib.files import write_json
-from FemurSegLib.modelfolder import CARD_NAME, FORMAT_VERSION, load_model, sha256_of
-from FemurSegLib.networks import SoftmaxHead, build_network
+from FemurSegLib.modelfolder import CARD_NAME, read_card
+
+from .cards import run_card
+from .modelwriter import write_model_folder
+
+log = logging.getLogger("femurseg.train")
+
+PHANTOM_SIZE = (48, 48, 12)          # (i, j, k) voxels
+PHANTOM_SPACING = (3.6, 3.6, 5.2)    # mm
 
 
-def export_onnx(net: nn.Module, path: os.PathLike, example: torch.Tensor) -> None:
-    """Export ``net`` with a softmax head; batch and spatial axes are dynamic."""
-    spatial = {i: f"s{i}" for i in range(2, example.ndim)}
-    wrapped = SoftmaxHead(copy.deepcopy(net).cpu().float()).eval()
-    with torch.no_grad():
-        torch.onnx.export(wrapped, example, str(path), input_names=["image"],
-                          output_names=["probabilities"],
-                          dynamic_axes={"image": {0: "batch", **spatial},
-                                        "probabilities": {0: "batch", **spatial}},
-                          opset_version=17, dynamo=False)
+def phantom_image() -> sitk.Image:
+    """The small phantom of the export check."""
+    from FemurSegLib.phantom import make_phantom
+
+    return make_phantom(0, size=PHANTOM_SIZE, spacing=PHANTOM_SPACING).image
 
 
-def onnx_max_difference(net: nn.Module, onnx_path: os.PathLike, example: torch.Tensor) -> float:
-    """Largest absolute difference between PyTorch and ONNX Runtime probabilities."""
-    import onnxruntime as ort
+def onnx_torch_phantom_difference(model_dir: Path, image: Optional[sitk.Image] = None) -> float:
+    """Largest difference of the femur probabilities of ONNX Runtime and PyTorch, over the whole
+    inference path (preprocessing, tiling, fold ensemble, mapping back to the input grid)."""
+    from FemurSegLib.inference import Segmenter
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        ref = torch.softmax(copy.deepcopy(net).cpu().float().eval()(example), dim=1).numpy()
-    out = sess.run(None, {"image": example.numpy()})[0]
-    return float(np.abs(out - ref).max())
-
-
-def example_input(architecture: dict, shape: Optional[Sequence[int]] = None,
-                  seed: int = 0) -> torch.Tensor:
-    """A random test input fitting the architecture (3D: ``[1, C, D, H, W]``; 2D: ``[1, C, H, W]``)."""
-    g = torch.Generator().manual_seed(seed)
-    channels = int(architecture.get("in_channels", 1))
-    if architecture["type"] == "UNet2D":
-        net = build_network(architecture)
-        size = shape[0] if shape else net.valid_input_size(4)
-        return torch.rand((1, channels, size, size), generator=g)
-    if shape is None:
-        net = build_network(architecture)
-        shape = tuple(2 * d for d in net.divisor)
-    return torch.rand((1, channels) + tuple(shape), generator=g)
+    image = image if image is not None else phantom_image()
+    probs = []
+    for engine in ("onnx", "torch"):
+        seg = Segmenter.from_folder(model_dir, device="cpu", engine=engine)
+        probs.append(sitk.GetArrayFromImage(seg.segment(image).probability))
+    return float(np.abs(probs[0] - probs[1]).max())
 
 
-def write_model_folder(out_dir: os.PathLike, card: dict, nets: Dict[int, nn.Module], *,
-                       overwrite: bool = False, check_shape: Optional[Sequence[int]] = None,
-                       atol: float = 1e-4, half_precision_weights: bool = False) -> Path:
-    """Write a model folder with one ``.pt`` and one ``.onnx`` per fold; return its path.
+def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str = "1.0.0",
+               half: bool = False, overwrite: bool = False, atol: float = 1e-4,
+               license: str = "Apache-2.0", command: Optional[str] = None,
+               card_extra: Optional[dict] = None) -> Path:
+    """Write ``model_dir`` from ``run_dir`` (every fold's ``best.pt``; needs ``evaluate``).
 
-    ``card`` is completed with format version, fold file names and SHA-256 sums, the export date
-    and the measured ONNX/PyTorch agreement. The folder is assembled in a temporary folder and
-    moved into place, so a failed export leaves nothing half-written.
+    The card is :func:`.cards.run_card`: the config's inference settings (the same the
+    evaluation used), the evaluation's threshold and metrics, and ``card_extra`` notes.
     """
-    out = Path(out_dir)
+    import torch
+
+    from FemurSegLib.networks import build_network
+
+    from .cv import code_version, read_run
+    from .report import read_summary
+
+    run_dir, out = Path(run_dir), Path(model_dir)
+    run = read_run(run_dir)
+    if not run:
+        raise FemurSegError(f"{run_dir} is not a run folder (no run.json)")
     if out.exists() and not overwrite:
         raise FemurSegError(f"output exists: {out} (use --overwrite to replace it)")
+    cfg = run["config"]
+    summary = read_summary(run_dir)
+    folds = sorted(int(k) for k in summary["folds"])
+    nets = {}
+    for k in folds:
+        weights = run_dir / f"fold_{k}" / "best.pt"
+        if not weights.is_file():
+            raise FemurSegError(f"{weights} not found")
+        net = build_network(cfg["architecture"])
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        nets[k] = net.eval()
+    card = run_card(run, summary, name=name, version=version, license=license,
+                    command=command, code_version=code_version(), card_extra=card_extra)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700
+    staging_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
     try:
-        card = copy.deepcopy(card)
-        card["format_version"] = FORMAT_VERSION
-        card.setdefault("exported", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        example = example_input(card["architecture"], check_shape)
-        folds = []
-        worst = 0.0
-        for k in sorted(nets):
-            net = nets[k].cpu().float().eval()
-            state = {n: (t.half() if half_precision_weights and t.is_floating_point() else t)
-                     for n, t in net.state_dict().items()}
-            pt = tmp / f"fold_{k}.pt"
-            torch.save(state, pt)
-            onnx_path = tmp / f"fold_{k}.onnx"
-            if half_precision_weights:  # export what the fallback would load
-                net = build_network(card["architecture"])
-                net.load_state_dict({n: t.float() for n, t in state.items()})
-                net.eval()
-            export_onnx(net, onnx_path, example)
-            diff = onnx_max_difference(net, onnx_path, example)
-            worst = max(worst, diff)
-            if diff > atol:
-                raise FemurSegError(f"fold {k}: ONNX Runtime and PyTorch differ by {diff:.2e} "
-                                    f"(> {atol:.0e}); not exporting")
-            folds.append({"fold": k, "weights": pt.name, "weights_sha256": sha256_of(pt),
-                          "onnx": onnx_path.name, "onnx_sha256": sha256_of(onnx_path)})
-        card["folds"] = folds
-        card.setdefault("export_checks", {})["onnx_vs_torch_max_abs_diff"] = worst
-        card["export_checks"]["weights_dtype"] = "float16" if half_precision_weights else "float32"
-        write_json(card, tmp / CARD_NAME, overwrite=True)
-        load_model(tmp, need="any")  # verify what we wrote
+        staged = write_model_folder(staging_root / out.name, card, nets,
+                                    half_precision_weights=half, atol=atol)
+        diff = onnx_torch_phantom_difference(staged)
+        if not diff <= atol:
+            raise FemurSegError(f"ONNX Runtime and PyTorch differ by {diff:.2e} on the phantom "
+                                f"(> {atol:.0e}); not exporting")
+        card = read_card(staged)
+        card["export_checks"]["phantom_onnx_vs_torch_max_abs_diff"] = diff
+        card["export_checks"]["phantom"] = {"size": list(PHANTOM_SIZE),
+                                            "spacing": list(PHANTOM_SPACING), "seed": 0}
+        write_json(card, staged / CARD_NAME, overwrite=True)
         if out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        os.replace(staged, out)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        shutil.rmtree(staging_root, ignore_errors=True)
+    log.info("exported %d fold(s) of %s to %s (phantom ONNX/torch difference %.1e)",
+             len(nets), run_dir, out, diff)
     return out
-
-
-def make_card(*, name: str, version: str, description: str, architecture: dict,
-              input_spec: dict, inference: dict, labels: Optional[list] = None,
-              training: Optional[dict] = None, metrics: Optional[dict] = None,
-              license: str = "Apache-2.0",
-              intended_use: str = ("Research use only: segmentation of the proximal femur in "
-                                   "hip MR images for research (e.g. finite-element analysis). "
-                                   "Not a medical device; review every mask.")) -> dict:
-    """A model card with every field the contract names (fold entries are added on export)."""
-    from FemurSegLib.segments import femur_segments
-
-    return {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "version": version,
-        "description": description,
-        "architecture": dict(architecture),
-        "input": dict(input_spec),
-        "inference": dict(inference),
-        "labels": labels if labels is not None else
-        [{"value": 0, "name": "Background"}] + [s.to_dict() for s in femur_segments(False)],
-        "training": training or {},
-        "metrics": metrics or {},
-        "license": license,
-        "intended_use": intended_use,
-        "folds": [],
-    }

@@ -19,7 +19,6 @@ larger than the median image, and is a multiple of the pooling divisor.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -186,11 +185,8 @@ def read_plan(path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise FemurSegError(f"plan not found: {p}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise FemurSegError(f"plan {p} is not valid JSON: {exc}") from None
-    plan = doc.get("plan", doc) if isinstance(doc, dict) else None
+    doc = files.read_json(p, "plan")
+    plan = doc.get("plan", doc)
     if not isinstance(plan, dict) or not {"spacing", "patch_size", "pooling"} <= set(plan):
         raise FemurSegError(f"plan {p} lacks spacing, patch_size or pooling")
     return plan

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io as _io
-import json
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -25,6 +24,13 @@ TABLE_METRICS = [("dsc", "DSC"), ("precision", "Precision"), ("recall", "Recall"
                  ("average_precision", "AP")]
 BOX_METRICS = [("dsc", "DSC"), ("precision", "Precision"), ("recall", "Recall")]
 
+
+def variant_key(threshold_kind: str, pp: bool) -> str:
+    """``"0.5"``, ``"0.5+PP"``, ``"pr"`` or ``"pr+PP"``."""
+    return f"{threshold_kind}{'+PP' if pp else ''}"
+
+
+VARIANTS = [("0.5", False), ("pr", False), ("0.5", True), ("pr", True)]
 
 def mean_sd(values: Sequence[float]) -> Tuple[float, float, int]:
     """Mean and sample standard deviation of the finite values, and how many there were."""
@@ -243,7 +249,7 @@ def read_summary(run_dir: Path) -> dict:
     p = Path(run_dir) / "evaluation" / "summary.json"
     if not p.is_file():
         raise FemurSegError(f"{run_dir} has no evaluation (run: femurseg-train evaluate {run_dir})")
-    return json.loads(p.read_text(encoding="utf-8"))
+    return files.read_json(p, "evaluation summary")
 
 
 def read_per_subject(run_dir: Path) -> List[dict]:
@@ -267,7 +273,7 @@ def combine_runs(run_dirs: Sequence[Path], out_dir: Path, *, threshold: str = "p
     ``threshold`` is "pr" (the PR-optimal threshold of each run) or "0.5". ``pp`` chooses the
     rows: None as the paper (3D rows without PP, 2D rows without and with PP), "both" or "none".
     """
-    from .evaluate import PooledCurve, variant_key
+    from .curves import PooledCurve
 
     if threshold not in ("pr", "0.5"):
         raise FemurSegError(f"threshold must be 'pr' or '0.5', not {threshold!r}")

@@ -8,13 +8,13 @@ paper's 21/21/22/22).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from FemurSegLib.files import write_json
+from FemurSegLib.errors import FemurSegError
+from FemurSegLib.files import read_json, write_json
 
 
 def stratified_folds(names: Sequence[str], strata: Sequence[float], k: int = 4,
@@ -51,10 +51,15 @@ def load_or_make_splits(path: Path, names: Sequence[str], strata: Sequence[float
     """Reuse ``path`` if it exists (and matches the cases); else write a new split there."""
     path = Path(path)
     if path.is_file():
-        splits = json.loads(path.read_text(encoding="utf-8"))
-        listed = sorted({n for s in splits for n in s["val"]})
+        splits = read_json(path, "splits", kind=list)
+        try:
+            listed = sorted({n for s in splits for n in s["val"]})
+        except (TypeError, KeyError):
+            raise FemurSegError(f"splits {path} is not a list of {{\"train\": [...], "
+                                f"\"val\": [...]}} folds") from None
         if listed != sorted(names):
-            raise ValueError(f"{path} lists other cases than the dataset; delete it to re-split")
+            raise FemurSegError(f"splits {path} list other cases than the dataset; delete it "
+                                "to re-split")
         return splits
     splits = make_splits(names, strata, k, seed)
     write_json(splits, path)
@@ -66,9 +71,9 @@ def check_splits(splits: List[Dict[str, List[str]]], names: Optional[Sequence[st
     seen: List[str] = []
     for s in splits:
         if set(s["train"]) & set(s["val"]):
-            raise ValueError("a case is in both train and val of one fold")
+            raise FemurSegError("splits: a case is in both train and val of one fold")
         seen += s["val"]
     if len(seen) != len(set(seen)):
-        raise ValueError("a case is in the validation set of two folds")
+        raise FemurSegError("splits: a case is in the validation set of two folds")
     if names is not None and sorted(seen) != sorted(names):
-        raise ValueError("the validation folds do not cover every case")
+        raise FemurSegError("splits: the validation folds do not cover every case")

@@ -1,4 +1,5 @@
-"""Training one fold: patch sampling, augmentation, the loop, early stopping, checkpoints, resume.
+"""Training one fold: the loop, early stopping, validation, checkpoints, resume (samples come
+from :mod:`.sampling`, augmentation from :mod:`.augment`).
 
 Every epoch ends with a checkpoint (model, optimiser, early-stopping state, history) written
 atomically to ``RUN/fold_K/checkpoint.pt``; the best epoch's weights go to ``best.pt``. A killed
@@ -11,23 +12,26 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from FemurSegLib.inference import predict_2d, predict_3d, predict_slices, slice_stack
+from FemurSegLib import files
+from FemurSegLib.engines import TorchEngine
+from FemurSegLib.inference import predict_fold
 from FemurSegLib.metrics import dice
 from FemurSegLib.networks import build_network
 
 from . import distributed
-from .augment import affine_batch, robust_intensity, synthetic_contrast
-from .config import foreground_index, is_2d, is_25d, lr_at_epoch
+from .augment import affine_batch, augment_sample
+from .cards import inference_spec
+from .config import is_2d, is_25d, lr_at_epoch
 from .data import Preprocessed
+from .sampling import sample_patch_2d, sample_patch_3d, sample_slab
 from .losses import get_loss
 
 log = logging.getLogger("femurseg.train")
@@ -72,171 +76,30 @@ class EarlyStopping:
 
 
 # ----------------------------------------------------------------------------------------------
-# Patches and augmentation
+# Randomness
 
 
 def epoch_rng(seed: int, fold: int, epoch: int, rank: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, fold, epoch, rank])
 
 
-def _crop_with_pad(vol: np.ndarray, starts: Sequence[int], size: Sequence[int], value: float
-                   ) -> np.ndarray:
-    """``vol[starts:starts+size]`` with out-of-volume parts filled with ``value``."""
-    out = np.full(tuple(size), value, dtype=vol.dtype)
-    src, dst = [], []
-    for s, n, dim in zip(starts, size, vol.shape):
-        a, b = max(s, 0), min(s + n, dim)
-        src.append(slice(a, b))
-        dst.append(slice(a - s, b - s))
-    out[tuple(dst)] = vol[tuple(src)]
-    return out
-
-
-def sample_patch_3d(case: Preprocessed, size: Sequence[int], rng: np.random.Generator,
-                    p_fg: float):
-    """A patch (image, target) centred on a random voxel, or on a foreground voxel w.p. ``p_fg``."""
-    shape = case.image.shape
-    if rng.random() < p_fg and case.target.any():
-        fg = np.argwhere(case.target)
-        centre = fg[rng.integers(len(fg))]
-    else:
-        centre = np.array([rng.integers(s) for s in shape])
-    starts = [int(c) - n // 2 for c, n in zip(centre, size)]
-    # keep patches inside the volume where the volume is large enough
-    starts = [min(max(s, 0), max(dim - n, 0)) if dim >= n else (dim - n) // 2
-              for s, n, dim in zip(starts, size, shape)]
-    bg = float(case.image.min())
-    return _crop_with_pad(case.image, starts, size, bg), _crop_with_pad(case.target, starts, size, 0)
-
-
-def sample_patch_2d(case: Preprocessed, in_size: int, out_size: int, context: int,
-                    rng: np.random.Generator, p_fg: float):
-    """``context`` adjacent slices of ``in_size``^2 and the centre slice's ``out_size``^2 target."""
-    shape = case.image.shape
-    if rng.random() < p_fg and case.target.any():
-        fg = np.argwhere(case.target)
-        z, y, x = fg[rng.integers(len(fg))]
-    else:
-        z, y, x = (int(rng.integers(s)) for s in shape)
-    half = context // 2
-    vol = np.pad(case.image, ((half, half), (0, 0), (0, 0)), mode="symmetric")
-    margin = (in_size - out_size) // 2
-    y0 = int(y) - in_size // 2
-    x0 = int(x) - in_size // 2
-    bg = float(case.image.min())
-    img = _crop_with_pad(vol, [int(z), y0, x0], [context, in_size, in_size], bg)
-    tgt = _crop_with_pad(case.target, [int(z), y0 + margin, x0 + margin], [1, out_size, out_size], 0)[0]
-    return img, tgt
-
-
-_FG_INDEX_CACHE: Dict[int, np.ndarray] = {}
-
-
-def _foreground_voxels(case: Preprocessed) -> np.ndarray:
-    key = id(case.target)
-    if key not in _FG_INDEX_CACHE:
-        _FG_INDEX_CACHE[key] = np.argwhere(case.target)
-    return _FG_INDEX_CACHE[key]
-
-
-def sample_slab(case: Preprocessed, size: int, context: int, rng: np.random.Generator,
-                p_fg: float):
-    """``context`` adjacent slices (mirrored beyond the ends, as :func:`predict_slices` does)
-    cropped to ``size``^2 in-plane around a random voxel, or around a femur voxel w.p. ``p_fg``;
-    and the centre slice's class map (``Preprocessed.training_target``)."""
-    shape = case.image.shape
-    fg = _foreground_voxels(case) if rng.random() < p_fg else None
-    if fg is not None and len(fg):
-        z, y, x = (int(v) for v in fg[rng.integers(len(fg))])
-    else:
-        z, y, x = (int(rng.integers(s)) for s in shape)
-    starts = []
-    for c, dim in ((y, shape[1]), (x, shape[2])):
-        s0 = c - size // 2
-        starts.append(min(max(s0, 0), dim - size) if dim >= size else (dim - size) // 2)
-    bg = float(case.image.min())
-    stack = slice_stack(case.image, z, context)
-    img = _crop_with_pad(stack, [0] + starts, [context, size, size], bg)
-    tgt = _crop_with_pad(case.training_target[z:z + 1], [0] + starts, [1, size, size], 0)[0]
-    return img, tgt
-
-
-def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: dict):
-    """Left-right flip (the paper's augmentation), plus optional intensity changes: mild
-    (``intensity``), SynthSeg-like look-up tables (``synthetic_contrast``), or the scanner and
-    sequence changes of :func:`.augment.robust_intensity` (``robust_intensity``)."""
-    aug = cfg.get("augment", {})
-    if aug.get("flip_lr", True) and rng.random() < 0.5:
-        image, target = image[..., ::-1], target[..., ::-1]
-    if aug.get("intensity"):
-        gamma = float(np.exp(rng.uniform(-0.3, 0.3)))
-        lo = image.min()
-        rngv = max(float(image.max() - lo), 1e-6)
-        image = lo + rngv * ((image - lo) / rngv) ** gamma
-        image = image * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05)
-        image = image + rng.normal(0, rng.uniform(0, 0.03), image.shape).astype(np.float32)
-    if aug.get("synthetic_contrast"):
-        image = synthetic_contrast(image, rng)
-    if aug.get("robust_intensity"):
-        image = robust_intensity(image, rng)
-    return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(target)
-
-
 # ----------------------------------------------------------------------------------------------
 
 
-class TorchNetEngine:
-    """Adapter so the core's predict functions can run a torch network during validation."""
-
-    def __init__(self, net: torch.nn.Module, device: str):
-        self.net, self.device = net, device
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            t = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
-            return torch.softmax(self.net(t), dim=1).float().cpu().numpy()
-
-
 def predict_case(net: torch.nn.Module, cfg: dict, image: np.ndarray, device: str) -> np.ndarray:
-    """Foreground probability on the network grid (no TTA) with the core's inference code."""
-    engine = TorchNetEngine(net, device)
+    """Foreground probability on the network grid with the core's inference code and the
+    card's geometry (:func:`.cards.inference_spec`), one pass without flips."""
     net.eval()
-    inf = inference_geometry(cfg, net)
-    if is_2d(cfg):
-        probs = predict_2d(engine, image, input_size=inf["input_size"],
-                           output_size=inf["output_size"],
-                           context=int(cfg["architecture"].get("in_channels", 3)))
-    elif is_25d(cfg):
-        probs = predict_slices(engine, image, context=int(cfg["architecture"]["in_channels"]),
-                               divisor=inf["divisor"], batch_size=int(inf.get("batch_size", 8)))
-    else:
-        probs = predict_3d(engine, image, patch=cfg["inference"].get("patch_size"),
-                           divisor=list(net.divisor), overlap=cfg["inference"].get("overlap", 0.5))
-    return probs[foreground_index(cfg)]
-
-
-def inference_geometry(cfg: dict, net: Optional[torch.nn.Module] = None) -> dict:
-    """The card's ``inference`` section for this config (2D sizes, 3D divisor)."""
-    net = net if net is not None else build_network(cfg["architecture"])
-    inf = dict(cfg["inference"])
-    if is_2d(cfg):
-        size = int(cfg["patch_size"])
-        inf["input_size"] = size
-        inf["output_size"] = net.output_size(size)
-    else:
-        inf["divisor"] = list(net.divisor)
-    if foreground_index(cfg) != 1 or int(cfg["architecture"].get("num_classes", 2)) > 2:
-        inf["foreground_channels"] = [foreground_index(cfg)]
-    return inf
+    return predict_fold(TorchEngine.from_network(net, device), image, cfg["architecture"],
+                        inference_spec(cfg, net))
 
 
 # ----------------------------------------------------------------------------------------------
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with files.atomic_path(path, overwrite=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def make_optimizer(net: torch.nn.Module, opt_cfg: dict) -> torch.optim.Optimizer:
@@ -321,7 +184,7 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
     bs = int(cfg["batch_size"])
     two_d = is_2d(cfg)
     slab = is_25d(cfg)
-    inf = inference_geometry(cfg) if two_d else None
+    spec = inference_spec(cfg) if two_d else None
     stopped = False
     for epoch in range(start_epoch, cap):
         t0 = time.perf_counter()
@@ -345,13 +208,13 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
                                        int(cfg["architecture"]["in_channels"]), rng,
                                        float(cfg["foreground_oversample"]))
                 elif two_d:
-                    x, y = sample_patch_2d(case, inf["input_size"], inf["output_size"],
+                    x, y = sample_patch_2d(case, spec.input_size, spec.output_size,
                                            int(cfg["architecture"].get("in_channels", 3)), rng,
                                            float(cfg["foreground_oversample"]))
                 else:
                     x, y = sample_patch_3d(case, cfg["patch_size"], rng,
                                            float(cfg["foreground_oversample"]))
-                x, y = augment(x, y, rng, cfg)
+                x, y = augment_sample(x, y, rng, cfg)
                 xs.append(x if (two_d or slab) else x[None])
                 ys.append(y)
             xb = torch.from_numpy(np.stack(xs)).to(device)
@@ -427,9 +290,8 @@ def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: Lis
 
 
 def _write_history(history: List[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+    with files.atomic_path(path, overwrite=True) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)

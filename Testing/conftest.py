@@ -21,7 +21,8 @@ def make_tiny_model(out_dir: Path, *, kind: str = "3d", seed: int = 0, threshold
     import torch
 
     from FemurSegLib.networks import build_network
-    from FemurSegTraining.export import make_card, write_model_folder
+    from FemurSegTraining.cards import make_card
+    from FemurSegTraining.modelwriter import write_model_folder
 
     torch.manual_seed(seed)
     if kind == "3d":

@@ -135,13 +135,16 @@ class _FakeEngine:
     ("cpu", {"tta_on_cpu": True}, True),
     ("cuda", {}, True),                         # GPU: on
     ("cuda", {"tta_on_cpu": False}, True),
+    ("cuda", {"tta_on_gpu": False}, False),
 ])
 def test_default_tta(tiny_model_dir, device, card, expected):
+    import dataclasses
+
     from FemurSegLib.inference import default_tta
     from FemurSegLib.modelfolder import load_model
 
     model = load_model(tiny_model_dir)
-    model.card["inference"].update(card)
+    model.inference = dataclasses.replace(model.inference, **card)
     assert default_tta(model, [_FakeEngine(device)]) is expected
     assert Segmenter(model, [_FakeEngine(device)]).tta is expected
     assert Segmenter(model, [_FakeEngine(device)], tta=not expected).tta is (not expected)
@@ -175,10 +178,13 @@ class _Counting(Pointwise):
 def _model(roi):
     from types import SimpleNamespace
 
+    from FemurSegLib.specs import InferenceSpec
+
     inf = {"patch_size": None, "divisor": [1, 1, 1], "tta_flip_axes": [[2]]}
     if roi:
         inf["roi"] = {"threshold": 0.5, "margin": [1, 2, 2]}
-    return SimpleNamespace(inference=inf, architecture={"type": "UNet3D"})
+    return SimpleNamespace(inference=InferenceSpec.from_dict(inf),
+                           architecture={"type": "UNet3D"})
 
 
 @pytest.mark.parametrize("tta", [False, True])

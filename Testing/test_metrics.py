@@ -213,11 +213,13 @@ def test_evaluate_masks_report():
     pred = _cube((7, 4, 4), (1, 1, 1), (3, 3, 3))
     ref = _cube((7, 4, 4), (2, 1, 1), (4, 3, 3))  # one slice (2 mm) deeper: half overlaps
     result = M.evaluate_masks(pred, ref, (2.0, 1.0, 1.0))
-    assert list(result) == ["dsc", "precision", "recall", "specificity", "hd95_mm", "assd_mm",
-                            "volume_pred_ml", "volume_ref_ml"]
+    assert list(result) == ["dsc", "dsc_labelled_slices", "precision", "recall", "specificity",
+                            "hd95_mm", "assd_mm", "volume_pred_ml", "volume_ref_ml"]
     assert all(type(v) is float for v in result.values())
     # tp 4, fp 4, fn 4, tn 112 - 12 = 100; every surface voxel is 0 or 2 mm from the other mask.
     assert result["dsc"] == pytest.approx(0.5)
+    # on the reference's slices 2 and 3 (the thick axis): tp 4, fp 0, fn 4
+    assert result["dsc_labelled_slices"] == pytest.approx(8 / 12)
     assert result["precision"] == pytest.approx(0.5)
     assert result["recall"] == pytest.approx(0.5)
     assert result["specificity"] == pytest.approx(100 / 104)
@@ -226,6 +228,32 @@ def test_evaluate_masks_report():
     assert result["volume_pred_ml"] == pytest.approx(8 * 2.0 / 1000)
     assert result["volume_ref_ml"] == pytest.approx(8 * 2.0 / 1000)
     assert json.loads(json.dumps(result)) == result
+
+
+@pytest.mark.parametrize("pred_slices, ref_slices, expected", [
+    ([1, 2, 3], [1, 2, 3], 1.0),
+    ([1, 2, 3, 4], [1, 2, 3], 1.0),           # an unlabelled end slice is not counted
+    ([0, 1, 2, 3, 4], [1, 2, 3], 1.0),
+    ([2], [1, 2, 3], 2 * 1 / (1 + 3)),          # missed labelled slices still count
+    ([4], [1, 2, 3], 0.0),
+    ([], [], 1.0),
+    ([2], [], 0.0),
+])
+def test_dice_on_labelled_slices(pred_slices, ref_slices, expected):
+    pred = np.zeros((6, 3, 3), bool)
+    ref = np.zeros((6, 3, 3), bool)
+    pred[pred_slices, 1, 1] = True
+    ref[ref_slices, 1, 1] = True
+    assert M.dice_labelled_slices(pred, ref, axis=0) == pytest.approx(expected)
+    # the same along another axis
+    assert M.dice_labelled_slices(pred.transpose(1, 0, 2), ref.transpose(1, 0, 2),
+                                  axis=1) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("spacing, axis", [((5.2, 0.9, 0.9), 0), ((0.9, 5.2, 0.9), 1),
+                                            ((1.0, 1.0, 1.0), 0)])
+def test_slice_axis_is_the_thickest(spacing, axis):
+    assert M.slice_axis(spacing) == axis
 
 
 def test_evaluate_masks_empty_prediction():

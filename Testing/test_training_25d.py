@@ -219,3 +219,39 @@ def test_affine_batch_moves_image_and_labels_together():
     agree = ((out[:, 0] > 0.5) == (lab_out == 3)).float().mean()
     assert agree > 0.97
     assert not torch.equal(lab_out, lab)
+
+
+# ----------------------------------------------------------------------------------------------
+# the paper's 2D tiles: borders mirrored as inference mirrors them
+
+
+@pytest.mark.parametrize("idx, n, expected", [
+    ([-2, -1, 0, 1, 2, 3, 4], 3, [2, 1, 0, 1, 2, 1, 0]),
+    ([-1, 0, 5], 1, [0, 0, 0]),
+])
+def test_reflect_index(idx, n, expected):
+    from FemurSegTraining.sampling import reflect_index
+
+    assert reflect_index(np.array(idx), n).tolist() == expected
+
+
+def test_2d_tiles_are_mirrored_like_predict_2d():
+    from FemurSegTraining.sampling import sample_patch_2d
+
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 12, 14)).astype(np.float32)
+    target = np.zeros((3, 12, 14), np.uint8)
+    target[1, 0, 0] = 1                      # the only femur voxel: the tile hangs off the corner
+    in_size, out_size = 10, 4
+    x, y = sample_patch_2d(Preprocessed("c", image, target), in_size, out_size, 3, rng, p_fg=1.0)
+    # what predict_2d feeds the network for the same place: symmetric across slices,
+    # reflected across in-plane borders
+    margin = (in_size - out_size) // 2
+    pad = in_size
+    zpad = np.pad(image, ((1, 1), (0, 0), (0, 0)), mode="symmetric")[1:4]
+    plane = np.pad(zpad, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    y0 = x0 = -in_size // 2 + pad
+    np.testing.assert_array_equal(x, plane[:, y0:y0 + in_size, x0:x0 + in_size])
+    tpad = np.pad(target[1], pad, mode="reflect")
+    np.testing.assert_array_equal(y, tpad[y0 + margin:y0 + margin + out_size,
+                                         x0 + margin:x0 + margin + out_size])

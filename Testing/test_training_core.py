@@ -13,7 +13,7 @@ from FemurSegLib import metrics
 from FemurSegLib.errors import FemurSegError
 from FemurSegLib.networks import build_network
 from FemurSegTraining.config import CONFIG_DIR, load_config
-from FemurSegTraining.evaluate import LEVELS, PooledCurve, quantise
+from FemurSegTraining.curves import LEVELS, PooledCurve, quantise
 from FemurSegTraining.losses import class_weights, weighted_cross_entropy
 from FemurSegTraining.plan import apply_plan, divisor_of, plan_patch, plan_pooling
 from FemurSegTraining.splits import (check_splits, load_or_make_splits, make_splits,
@@ -89,7 +89,7 @@ def test_splits_json_is_reused(tmp_path):
     assert json.loads(path.read_text(encoding="utf-8")) == first
     # another seed (or strata) does not re-split: the file wins
     assert load_or_make_splits(path, names, list(range(10))[::-1], 4, seed=99) == first
-    with pytest.raises(ValueError, match="lists other cases"):
+    with pytest.raises(FemurSegError, match="splits .* list other cases than the dataset; delete it"):
         load_or_make_splits(path, names + ["new"], list(range(11)), 4)
 
 
@@ -99,7 +99,7 @@ def test_splits_json_is_reused(tmp_path):
     ([{"train": [], "val": ["a"]}], "cover"),
 ])
 def test_check_splits_rejects(splits, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(FemurSegError, match=message):
         check_splits(splits, ["a", "b"])
 
 
@@ -374,8 +374,8 @@ def test_comparison_tables_side_by_side():
     ("Only: a colon", "Only: a colon"),
 ])
 def test_card_data_description_from_readme(tmp_path, readme, expected):
-    from FemurSegTraining.release import _data_description
+    from FemurSegTraining.cards import data_description
 
     (tmp_path / "README.md").write_text(readme, encoding="utf-8")
-    assert _data_description(str(tmp_path)) == expected
-    assert _data_description(str(tmp_path / "missing")) is None
+    assert data_description(str(tmp_path)) == expected
+    assert data_description(str(tmp_path / "missing")) is None

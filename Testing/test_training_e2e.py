@@ -182,10 +182,10 @@ def test_export_half_precision(evaluated_run):
 
 
 def test_export_refused_when_onnx_and_torch_disagree(evaluated_run, monkeypatch, capsys):
-    import FemurSegTraining.release as release
+    import FemurSegTraining.export as export
 
     base, _, run = evaluated_run
-    monkeypatch.setattr(release, "onnx_torch_phantom_difference", lambda model_dir: 0.5)
+    monkeypatch.setattr(export, "onnx_torch_phantom_difference", lambda model_dir: 0.5)
     before = sorted(p.name for p in base.iterdir())
     assert main(["export", str(run), str(base / "model_bad")]) == 2
     err = capsys.readouterr().err
@@ -193,20 +193,18 @@ def test_export_refused_when_onnx_and_torch_disagree(evaluated_run, monkeypatch,
     assert sorted(p.name for p in base.iterdir()) == before  # nothing left behind
 
 
-def test_export_card_extra_adds_notes_and_inference_settings(evaluated_run):
+def test_export_card_extra_adds_notes(evaluated_run):
     from FemurSegLib.modelfolder import load_model
 
     base, _, run = evaluated_run
     extra = base / "extra.json"
     extra.write_text(json.dumps({"notes": ["trained on phantoms"],
-                                 "inference": {"roi": {"threshold": 0.05, "margin": [2, 16, 16]},
-                                               "tta_on_cpu": False}}), encoding="utf-8")
+                                 "intended_use": "Tests only."}), encoding="utf-8")
     model = base / "model_extra"
     assert main(["export", str(run), str(model), "--card-extra", str(extra)]) == 0
     card = json.loads((model / "model.json").read_text(encoding="utf-8"))
     assert card["notes"] == ["trained on phantoms"]
-    assert card["inference"]["roi"] == {"threshold": 0.05, "margin": [2, 16, 16]}
-    assert card["inference"]["tta_on_cpu"] is False
+    assert card["intended_use"] == "Tests only."
     summary = json.loads((run / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     assert card["inference"]["threshold"] == summary["pr_optimal"]["threshold"]  # kept
     assert any("--card-extra" in c for c in card["training"]["commands"])
@@ -216,7 +214,9 @@ def test_export_card_extra_adds_notes_and_inference_settings(evaluated_run):
 @pytest.mark.parametrize("extra, message", [
     ({"colour": 1}, "card extra: unknown keys colour"),
     ({"notes": "one string"}, "card extra: notes must be a list of strings"),
-    ({"inference": {"threshold": 0.9}}, "card extra: inference keys threshold cannot be set"),
+    ({"inference": {"threshold": 0.9}}, "card extra: unknown keys inference (allowed: "
+     "description, intended_use, notes) (inference settings go into the config's inference "
+     "section, so that evaluation uses them too)"),
     ({"description": " "}, "card extra: description must be a non-empty string"),
 ])
 def test_export_card_extra_is_validated(evaluated_run, capsys, extra, message):

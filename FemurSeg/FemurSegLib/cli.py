@@ -1,9 +1,9 @@
 """The ``femurseg`` command line.
 
-Exit codes: 0 success; 2 bad usage, bad input, bad model or an output that exists (one line
-``error: ...`` on stderr, no traceback); 1 an unexpected internal error (one line, and the
-traceback only with ``--debug``). The ``segment`` path never imports torch unless the PyTorch
-fallback engine is used.
+Exit codes (:mod:`FemurSegLib.commandline`): 0 success; 2 bad usage, bad input, bad model or an
+output that exists (one line ``error: ...`` on stderr, no traceback); 1 an unexpected internal
+error (one line, and the traceback only with ``--debug``). The ``segment`` path never imports
+torch unless the PyTorch fallback engine is used.
 """
 
 from __future__ import annotations
@@ -11,25 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .commandline import Parser as _Parser
+from .commandline import run
 from .errors import FemurSegError, InputError
 
 log = logging.getLogger("femurseg")
 
 OUTPUT_FORMATS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit code 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
-        raise SystemExit(2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,30 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except FemurSegError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        return 130
-    except BrokenPipeError:  # e.g. `femurseg evaluate ... | head`: not an error worth a message
-        try:
-            sys.stdout = open(os.devnull, "w", encoding="utf-8")
-        except OSError:
-            pass
-        return 0
-    except MemoryError:
-        sys.stderr.write("error: out of memory (try --no-tta, fewer --folds, or a smaller image)\n")
-        return 1
-    except Exception as exc:  # an internal error: one line unless --debug
-        if args.debug:
-            raise
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        sys.stderr.write(f"error: internal error ({type(exc).__name__}: {msg}); "
-                         "rerun with --debug for details\n")
-        return 1
+    return run(args.func, args)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,15 @@ class OnnxEngine(Engine):
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
 
 
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise FemurSegError("neither onnxruntime nor torch is installed: install "
+                            "onnxruntime (pip install onnxruntime)") from None
+    return torch
+
+
 def pick_torch_device(device: str = "auto") -> str:
     import torch
 
@@ -84,14 +93,13 @@ def pick_torch_device(device: str = "auto") -> str:
 
 
 class TorchEngine(Engine):
+    """A PyTorch network as an engine: the fallback of ``femurseg segment`` (from a weights
+    file) and, with :meth:`from_network`, the network being trained during validation."""
+
     name = "torch"
 
     def __init__(self, weights: os.PathLike, architecture: dict, device: str = "auto"):
-        try:
-            import torch
-        except ImportError:
-            raise FemurSegError("neither onnxruntime nor torch is installed: install "
-                                "onnxruntime (pip install onnxruntime)") from None
+        torch = _import_torch()
         from .networks import build_network
 
         self.torch = torch
@@ -109,6 +117,16 @@ class TorchEngine(Engine):
             raise ModelError(f"weights {weights} do not fit the card's architecture: "
                              f"{str(exc).splitlines()[0]}") from None
         self.net.eval().to(self.device)
+
+    @classmethod
+    def from_network(cls, net, device: str = "cpu") -> "TorchEngine":
+        """An engine running ``net`` as it is (already on ``device``; not copied, not put in
+        eval mode: the caller decides)."""
+        engine = cls.__new__(cls)
+        engine.torch = _import_torch()
+        engine.device = device
+        engine.net = net
+        return engine
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch

@@ -1,5 +1,8 @@
 """Files written atomically and never silently overwritten, and JSON read with one error style.
 
+:func:`read_json` is the one JSON reader of the project (model cards, configs, plans, dataset
+descriptions, splits, runs, card extras): every failure is one line naming what was read.
+
 Every output of FemurSeg goes through :func:`atomic_path`: written under a temporary name beside
 the target, renamed into place only when complete, and an existing file is refused unless
 ``overwrite``.
@@ -12,7 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from .errors import OutputExistsError
 
@@ -84,3 +87,42 @@ def write_text(text: str, path: PathLike, *, overwrite: bool = False) -> Path:
     return Path(path)
 
 
+
+
+def json_ready(obj):
+    """``obj`` for strict JSON: NaN and inf become null, numpy scalars Python numbers, tuples
+    lists, keys strings."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "shape", None) == ():
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def read_json(path: PathLike, what: str, error: Optional[type] = None, kind: type = dict):
+    """The JSON ``kind`` (object or list) in ``path``, or ``error`` (a :class:`FemurSegError`
+    class, by default that) with one line: ``cannot read WHAT PATH: reason``, ``WHAT PATH is not
+    valid JSON: ...`` or ``WHAT PATH is not a JSON object`` (``list``: ``... a JSON list``)."""
+    from .errors import FemurSegError
+
+    error = error or FemurSegError
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} {p} is not valid JSON: not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise error(f"{what} {p} is not valid JSON: {exc}") from None
+    if not isinstance(data, kind):
+        raise error(f"{what} {p} is not a JSON {'list' if kind is list else 'object'}")
+    return data

@@ -24,6 +24,7 @@ from . import postprocess
 from .engines import Engine, make_engines, needs_for
 from .images import array_to_image
 from .modelfolder import Model, load_model
+from .specs import InferenceSpec
 from .preprocessing import prepare, to_input_grid
 from .segments import SegmentSpec
 
@@ -247,40 +248,66 @@ def roi_box(prob: np.ndarray, threshold: float, margin: Sequence[int],
     return tuple(box)
 
 
+def fold_probabilities(engine: Engine, volume: np.ndarray, architecture: dict,
+                       spec: InferenceSpec, *, box: Optional[Tuple[slice, ...]] = None,
+                       progress: Progress = _no_progress) -> np.ndarray:
+    """Class probabilities ``[K, D, H, W]`` of one fold's network on a normalised volume, with
+    the geometry of ``spec``: the paper's 2D tiles, whole 2.5D slices, or 3D windows / the whole
+    volume. ``box`` restricts the prediction to part of the volume (a 2.5D box still sees its
+    slices' real neighbours; a 3D or 2D box is cut out first)."""
+    kind = architecture["type"]
+    if kind == "UNet25D":
+        return predict_slices(engine, volume, context=int(architecture["in_channels"]),
+                              divisor=spec.divisor, batch_size=spec.batch_size, box=box,
+                              progress=progress)
+    part = volume if box is None else np.ascontiguousarray(volume[box])
+    if kind == "UNet2D":
+        return predict_2d(engine, part, input_size=spec.input_size, output_size=spec.output_size,
+                          context=int(architecture.get("in_channels", 3)), progress=progress)
+    return predict_3d(engine, part, patch=spec.patch_size, divisor=spec.divisor,
+                      overlap=spec.overlap, batch_size=spec.batch_size, progress=progress)
+
+
+def foreground_probability(probs: np.ndarray, spec: InferenceSpec) -> np.ndarray:
+    """The femur probability: the sum of the ``spec.foreground_channels`` of ``probs``."""
+    fg = probs[spec.foreground_channels[0]]
+    for c in spec.foreground_channels[1:]:
+        fg = fg + probs[c]
+    return fg
+
+
+def predict_fold(engine: Engine, volume: np.ndarray, architecture: dict, spec: InferenceSpec,
+                 *, flip: tuple = (), box: Optional[Tuple[slice, ...]] = None,
+                 progress: Progress = _no_progress) -> np.ndarray:
+    """One fold's femur probability of ``volume`` (or of its ``box``), predicted on the volume
+    flipped along the array axes ``flip`` and flipped back."""
+    if flip:
+        volume = np.ascontiguousarray(np.flip(volume, axis=flip))
+        if box is not None:  # the same region of the flipped volume
+            box = tuple(slice(n - b.stop, n - b.start) if a in flip else b
+                        for a, (b, n) in enumerate(zip(box, volume.shape)))
+    fg = foreground_probability(fold_probabilities(engine, volume, architecture, spec, box=box,
+                                                   progress=progress), spec)
+    return np.flip(fg, axis=flip) if flip else fg
+
+
 def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *,
                   tta: bool = True, dense: bool = False,
                   progress: Progress = _no_progress) -> np.ndarray:
     """Foreground probability ``[D, H, W]``: mean over folds and (optionally) flips.
 
-    With ``inference.roi`` on the model card (``{"threshold": t, "margin": [d, h, w]}``) and
-    several folds of a 3D network, the first fold runs on the whole volume and the others only in
-    the box around the first fold's probability above ``t`` (plus the margin, for context);
-    outside that box every fold counts with the first fold's probability, which is below ``t``
-    there. This cascade is exact outside the box and spares most of the network time.
-    ``dense`` runs every fold on the whole volume regardless.
+    With a region-of-interest cascade on the card (``inference.roi``) and several folds, the
+    first fold runs on the whole volume and the others only in the box around the first fold's
+    probability above its threshold (plus the margin, for context); outside that box every fold
+    counts with the first fold's probability, which is below the threshold there. This cascade
+    is exact outside the box and spares most of the network time. It applies to 3D and 2.5D
+    networks; ``dense`` runs every fold on the whole volume regardless.
     """
-    inf = model.inference
+    spec = model.inference
     arch = model.architecture
-    flips = [()] + ([tuple(a) if isinstance(a, (list, tuple)) else (a,)
-                     for a in inf.get("tta_flip_axes", [[2]])] if tta else [])
+    flips = [()] + (list(spec.tta_flip_axes) if tta else [])
     runs = [(e, f) for e in engines for f in flips]
-    roi = inf.get("roi") if arch["type"] != "UNet2D" and len(engines) > 1 and not dense else None
-
-    def foreground(engine: Engine, vol: np.ndarray, flip: tuple, sub: Progress) -> np.ndarray:
-        """One fold's femur probability of ``vol``, predicted flipped along ``flip``."""
-        vol = np.ascontiguousarray(np.flip(vol, axis=flip) if flip else vol)
-        if arch["type"] == "UNet2D":
-            probs = predict_2d(engine, vol, input_size=inf["input_size"],
-                               output_size=inf["output_size"],
-                               context=int(arch.get("in_channels", 3)), progress=sub)
-        else:
-            probs = predict_3d(engine, vol, patch=inf.get("patch_size"),
-                               divisor=inf.get("divisor", [1, 1, 1]),
-                               overlap=float(inf.get("overlap", 0.5)),
-                               batch_size=int(inf.get("batch_size", 1)), progress=sub)
-        fg = 1.0 - probs[0] if probs.shape[0] > 2 else probs[1]
-        return np.flip(fg, axis=flip) if flip else fg
-
+    roi = spec.roi if arch["type"] != "UNet2D" and len(engines) > 1 and not dense else None
     box = None
     first = None
     total = None
@@ -290,23 +317,21 @@ def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *
                      + (" (flipped)" if n % len(flips) else ""))
         if roi and n == len(flips):  # the first fold is done: find the region of interest
             first = total / len(flips)
-            box = roi_box(first, float(roi.get("threshold", 0.05)), roi.get("margin", [2, 16, 16]),
-                          inf.get("divisor", [1, 1, 1]))
+            box = roi_box(first, roi.threshold, roi.margin, spec.divisor)
         if box is None:
-            fg = foreground(engine, volume, flip, sub)
+            fg = predict_fold(engine, volume, arch, spec, flip=flip, progress=sub)
         else:  # outside the box this fold counts with the first fold's probability
             fg = first.copy()
-            fg[box] = foreground(engine, volume[box], flip, sub)
+            fg[box] = predict_fold(engine, volume, arch, spec, flip=flip, box=box, progress=sub)
         total = fg.astype(np.float32) if total is None else total + fg
     return (total / len(runs)).astype(np.float32)
 
 
 def default_tta(model: Model, engines: Sequence[Engine]) -> bool:
-    """Flip test-time augmentation when nothing says otherwise: on a GPU always; on the CPU only
-    if the model card's ``inference.tta_on_cpu`` says it pays (it doubles the network time)."""
-    if any(e.device != "cpu" for e in engines):
-        return True
-    return bool(model.inference.get("tta_on_cpu", False))
+    """Flip test-time augmentation when nothing says otherwise: the card's ``tta_on_gpu`` on a
+    GPU (default on), ``tta_on_cpu`` on the CPU (default off: it doubles the network time)."""
+    device = "cpu" if all(e.device == "cpu" for e in engines) else "gpu"
+    return model.inference.tta_default(device)
 
 
 @dataclass
@@ -359,7 +384,8 @@ class Segmenter:
         prob_arr = np.clip(sitk.GetArrayViewFromImage(prob), 0.0, 1.0).astype(np.float32)
         threshold = self.model.threshold
         mask = prob_arr >= threshold
-        labels, split = postprocess.split_femurs(mask, image, split=self.split)
+        labels, split = postprocess.apply_rule(mask, image, self.model.inference.postprocess,
+                                               split=self.split)
         labelmap = array_to_image(labels.astype(np.uint8), image)
         probability = array_to_image(prob_arr, image)
         timings["postprocess_s"] = time.perf_counter() - t2

@@ -107,6 +107,34 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if tp + fp + fn == 0 else 2.0 * tp / (2 * tp + fp + fn)
 
 
+def slice_axis(spacing: Sequence[float]) -> int:
+    """The array axis across the acquisition slices: the one with the largest voxel spacing
+    (the first on ties, i.e. k of a ``[k, j, i]`` array with isotropic voxels)."""
+    return int(np.argmax(np.asarray(spacing, dtype=float)))
+
+
+def labelled_slices(ref: np.ndarray, axis: int) -> np.ndarray:
+    """Indices of the slices along ``axis`` that hold reference foreground."""
+    ref = _as_bool(np.asarray(ref))
+    other = tuple(a for a in range(ref.ndim) if a != axis)
+    return np.flatnonzero(ref.any(axis=other))
+
+
+def dice_labelled_slices(pred: np.ndarray, ref: np.ndarray, axis: int) -> float:
+    """DSC over the slices (along ``axis``) that carry a reference label only.
+
+    Annotators sometimes leave the last slices of a structure unlabelled; a correct prediction
+    there counts as a false positive in :func:`dice`. This variant ignores slices without any
+    reference foreground (1.0 when the reference is empty and so is the prediction, 0.0 when
+    only the prediction has voxels: then no slice is labelled and nothing can be compared).
+    """
+    pred, ref = _mask_pair(pred, ref)
+    keep = labelled_slices(ref, axis)
+    if keep.size == 0:
+        return 1.0 if not pred.any() else 0.0
+    return dice(np.take(pred, keep, axis=axis), np.take(ref, keep, axis=axis))
+
+
 def precision(pred: np.ndarray, ref: np.ndarray) -> float:
     """TP / (TP + FP); NaN when the prediction is empty."""
     tp, fp, _, _ = confusion(pred, ref)
@@ -238,23 +266,28 @@ def _counts(scores: ArrayOrList, labels: ArrayOrList):
     return s[last_of_group].astype(float), tps, fps
 
 
-def _rates(counts: np.ndarray) -> np.ndarray:
-    """counts / total (the last count), NaN everywhere when the total is 0."""
+def rates(counts: np.ndarray) -> np.ndarray:
+    """Cumulative counts / total (the last count), NaN everywhere when the total is 0."""
     return counts / counts[-1] if counts[-1] else np.full(counts.shape, math.nan)
 
 
-def _auc(tps: np.ndarray, fps: np.ndarray) -> float:
+def auc_from_counts(tps: np.ndarray, fps: np.ndarray) -> float:
+    """Trapezoidal ROC AUC from cumulative TP and FP counts at decreasing thresholds; NaN when
+    a class is absent. (The curve helpers here take counts so that pooled histograms, as in
+    :class:`FemurSegTraining.curves.PooledCurve`, share them.)"""
     if not tps[-1] or not fps[-1]:
         return math.nan
-    tpr, fpr = _rates(np.r_[0, tps]), _rates(np.r_[0, fps])
+    tpr, fpr = rates(np.r_[0, tps]), rates(np.r_[0, fps])
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
 
 
-def _ap(prec: np.ndarray, rec: np.ndarray) -> float:
+def ap_from_curve(prec: np.ndarray, rec: np.ndarray) -> float:
+    """Step-wise average precision of a PR curve at decreasing thresholds."""
     return math.nan if np.isnan(rec[-1]) else float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
 
 
-def _nearest_to_one_one(prec: np.ndarray, rec: np.ndarray) -> int:
+def nearest_to_one_one(prec: np.ndarray, rec: np.ndarray) -> int:
+    """Index of the PR point nearest to (1, 1)."""
     return int(np.argmin((1.0 - prec) ** 2 + (1.0 - rec) ** 2))  # first (highest threshold) on ties
 
 
@@ -265,13 +298,13 @@ def roc_curve(scores: ArrayOrList, labels: ArrayOrList
     The first point is (0, 0) at threshold +inf. A rate whose class is absent is NaN.
     """
     thresholds, tps, fps = _counts(scores, labels)
-    return _rates(np.r_[0, fps]), _rates(np.r_[0, tps]), np.r_[math.inf, thresholds]
+    return rates(np.r_[0, fps]), rates(np.r_[0, tps]), np.r_[math.inf, thresholds]
 
 
 def roc_auc(scores: ArrayOrList, labels: ArrayOrList) -> float:
     """Area under the ROC curve (trapezoidal, so tied pairs count one half); NaN for one class."""
     _, tps, fps = _counts(scores, labels)
-    return _auc(tps, fps)
+    return auc_from_counts(tps, fps)
 
 
 def precision_recall_curve(scores: ArrayOrList, labels: ArrayOrList
@@ -282,13 +315,13 @@ def precision_recall_curve(scores: ArrayOrList, labels: ArrayOrList
     decreasing threshold; the three arrays have equal length. Recall is NaN without positives.
     """
     thresholds, tps, fps = _counts(scores, labels)
-    return tps / (tps + fps), _rates(tps), thresholds  # tps + fps >= 1 at every threshold
+    return tps / (tps + fps), rates(tps), thresholds  # tps + fps >= 1 at every threshold
 
 
 def average_precision(scores: ArrayOrList, labels: ArrayOrList) -> float:
     """Step-wise AP = sum_n (R_n - R_{n-1}) P_n with R_0 = 0 (as scikit-learn); NaN without positives."""
     prec, rec, _ = precision_recall_curve(scores, labels)
-    return _ap(prec, rec)
+    return ap_from_curve(prec, rec)
 
 
 def pr_optimal_threshold(scores: ArrayOrList, labels: ArrayOrList
@@ -301,7 +334,7 @@ def pr_optimal_threshold(scores: ArrayOrList, labels: ArrayOrList
     prec, rec, thresholds = precision_recall_curve(scores, labels)
     if np.isnan(rec[-1]):
         raise InputError("cannot choose a threshold: the labels contain no foreground voxel")
-    best = _nearest_to_one_one(prec, rec)
+    best = nearest_to_one_one(prec, rec)
     return float(thresholds[best]), float(prec[best]), float(rec[best])
 
 
@@ -312,7 +345,8 @@ def pr_optimal_threshold(scores: ArrayOrList, labels: ArrayOrList
 def evaluate_masks(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> Dict[str, float]:
     """All mask metrics as plain floats (NaN / inf per the module conventions).
 
-    Keys: dsc, precision, recall, specificity, hd95_mm, assd_mm, volume_pred_ml, volume_ref_ml.
+    Keys: dsc, dsc_labelled_slices (:func:`dice_labelled_slices` across the thickest voxel
+    axis), precision, recall, specificity, hd95_mm, assd_mm, volume_pred_ml, volume_ref_ml.
     ``json.dumps`` writes NaN and inf as ``NaN`` / ``Infinity``; map them to null for strict JSON.
     """
     pred, ref = _mask_pair(pred, ref)
@@ -320,6 +354,7 @@ def evaluate_masks(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) 
     hd, mean = _distance_summary(pred, ref, spacing)
     return {
         "dsc": 1.0 if tp + fp + fn == 0 else 2.0 * tp / (2 * tp + fp + fn),
+        "dsc_labelled_slices": dice_labelled_slices(pred, ref, slice_axis(spacing)),
         "precision": _ratio(tp, tp + fp),
         "recall": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
@@ -338,12 +373,12 @@ def evaluate_probabilities(prob: ArrayOrList, ref: ArrayOrList) -> Dict[str, flo
     ``ref`` has no background). One sort serves all of them.
     """
     thresholds, tps, fps = _counts(prob, ref)
-    prec, rec = tps / (tps + fps), _rates(tps)
-    out = {"roc_auc": _auc(tps, fps), "average_precision": _ap(prec, rec),
+    prec, rec = tps / (tps + fps), rates(tps)
+    out = {"roc_auc": auc_from_counts(tps, fps), "average_precision": ap_from_curve(prec, rec),
            "pr_optimal_threshold": math.nan, "pr_optimal_precision": math.nan,
            "pr_optimal_recall": math.nan}
     if tps[-1]:
-        best = _nearest_to_one_one(prec, rec)
+        best = nearest_to_one_one(prec, rec)
         out.update(pr_optimal_threshold=float(thresholds[best]),
                    pr_optimal_precision=float(prec[best]), pr_optimal_recall=float(rec[best]))
     return out

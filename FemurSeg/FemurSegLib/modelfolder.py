@@ -3,7 +3,8 @@
 ::
 
     MODEL_DIR/
-        model.json     the model card (see CARD_FIELDS and docs in README "Model folders")
+        model.json     the model card (REQUIRED_FIELDS; its input and inference sections are
+                       FemurSegLib.specs; README "Model folders" describes every field)
         fold_0.pt      PyTorch state dict (training, and the inference fallback)
         fold_0.onnx    the inference graph (input "image" [N, C, D, H, W] -> "probabilities")
         fold_1.pt ...
@@ -16,14 +17,14 @@ installed by the user in ``$FEMURSEG_MODELS`` or ``~/.femurseg/models/<name>/``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 from .errors import ModelError
-from .preprocessing import InputSpec
+from .files import read_json
+from .specs import InferenceSpec, InputSpec
 from .segments import SegmentSpec, femur_segments
 
 CARD_NAME = "model.json"
@@ -55,12 +56,13 @@ class FoldFiles:
 
 @dataclass
 class Model:
-    """A verified model folder."""
+    """A verified model folder with its typed ``input`` and ``inference`` settings."""
 
     path: Path
     card: dict
     folds: List[FoldFiles]
     input: InputSpec = field(default_factory=InputSpec)
+    inference: InferenceSpec = field(default_factory=InferenceSpec)
 
     @property
     def name(self) -> str:
@@ -71,14 +73,9 @@ class Model:
         return dict(self.card["architecture"])
 
     @property
-    def inference(self) -> dict:
-        return dict(self.card.get("inference") or {})
-
-    @property
     def threshold(self) -> float:
         """Probability threshold of the binary mask: the card's PR-optimal point, else 0.5."""
-        t = self.inference.get("threshold")
-        return 0.5 if t is None else float(t)
+        return self.inference.mask_threshold
 
     @property
     def foreground_segments(self) -> List[SegmentSpec]:
@@ -89,6 +86,21 @@ class Model:
         fg = self.foreground_segments
         color = fg[0].color if fg else None
         return femur_segments(split, color) if color else femur_segments(split)
+
+    @classmethod
+    def from_card(cls, card: dict, path: Path, folds: Optional[List[FoldFiles]] = None,
+                  where: str = "model card") -> "Model":
+        """A model from a card (validated: :func:`card_specs`), e.g. one training builds."""
+        spec_in, spec_inf = card_specs(card, where)
+        return cls(path=Path(path), card=card, folds=list(folds or []), input=spec_in,
+                   inference=spec_inf)
+
+
+def card_specs(card: dict, where: str = "model card"):
+    """The card's ``input`` and ``inference`` sections as validated specs (:class:`ModelError`
+    with the card and the field on anything wrong)."""
+    return (InputSpec.from_dict(card["input"], f"{where}: input"),
+            InferenceSpec.from_dict(card.get("inference") or {}, f"{where}: inference"))
 
 
 @dataclass
@@ -103,18 +115,15 @@ class ModelInfo:
 
 
 def read_card(model_dir: os.PathLike) -> dict:
+    """The card of a model folder, checked: required fields, format version, folds, and the
+    ``input`` and ``inference`` sections (:func:`card_specs`)."""
     d = Path(model_dir)
     card_path = d / CARD_NAME
     if not d.is_dir():
         raise ModelError(f"model folder not found: {d}")
     if not card_path.is_file():
         raise ModelError(f"not a model folder (no {CARD_NAME}): {d}")
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from None
-    if not isinstance(card, dict):
-        raise ModelError(f"model card {card_path} is not a JSON object")
+    card = read_json(card_path, "model card", ModelError)
     missing = [k for k in REQUIRED_FIELDS if k not in card]
     if missing:
         raise ModelError(f"model card {card_path} lacks {', '.join(missing)}")
@@ -123,6 +132,7 @@ def read_card(model_dir: os.PathLike) -> dict:
                          f"FemurSeg reads format {FORMAT_VERSION} (update FemurSeg)")
     if not card["folds"]:
         raise ModelError(f"model card {card_path} lists no folds")
+    card_specs(card, f"model card {card_path}")
     return card
 
 
@@ -174,11 +184,7 @@ def load_model(model_dir: os.PathLike, *, folds: Optional[List[int]] = None,
         if need == "any" and onnx is None and weights is None:
             raise ModelError(f"model {card['name']}: fold {k} has neither ONNX nor weights file")
         out.append(FoldFiles(k, weights, onnx))
-    try:
-        spec = InputSpec.from_dict(card["input"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ModelError(f"model card of {d} has an invalid input section: {exc}") from None
-    return Model(path=d, card=card, folds=out, input=spec)
+    return Model.from_card(card, d, out, f"model card {d / CARD_NAME}")
 
 
 # ----------------------------------------------------------------------------------------------

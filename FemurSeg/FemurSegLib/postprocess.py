@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .images import ijk_to_lps
 
-__all__ = ["largest_component", "keep_components", "split_femurs"]
+__all__ = ["largest_component", "keep_components", "split_femurs", "apply_rule"]
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:
@@ -109,3 +109,21 @@ def split_femurs(mask: np.ndarray, image: sitk.Image, *, split: bool = True,
             return out, bool(split)
     out[labels == ranked[0]] = 1
     return out, False
+
+
+def apply_rule(mask: np.ndarray, image: sitk.Image, rule: str, *, split: bool = True
+               ) -> Tuple[np.ndarray, bool]:
+    """The model card's post-processing rule (``inference.postprocess``) on a binary mask.
+
+    ``"largest_per_femur"``: :func:`split_femurs` (the femur or the two femurs, stray fragments
+    dropped); ``"largest"``: the paper's largest connected component alone, then labelled as
+    :func:`split_femurs` does; ``"none"``: every voxel kept, as label 1 (one "Femur" segment:
+    without components there is no femur to tell apart). Returns ``(labelmap, was_split)``.
+    """
+    if rule == "largest_per_femur":
+        return split_femurs(mask, image, split=split)
+    if rule == "largest":
+        return split_femurs(largest_component(mask), image, split=split)
+    if rule == "none":
+        return _check_mask(mask).astype(np.uint8), False
+    raise ValueError(f"unknown post-processing rule {rule!r} (largest_per_femur, largest, none)")

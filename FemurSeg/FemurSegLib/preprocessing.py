@@ -17,38 +17,18 @@ Arrays are ``[k, j, i]`` (SimpleITK order), so on the canonical grid axis 0 is t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .specs import DEFAULT_ORIENTATION, InputSpec
 
-DEFAULT_ORIENTATION = "LIP"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model expects: the ``input`` section of its card."""
-
-    orientation: str = DEFAULT_ORIENTATION
-    #: voxel spacing (i, j, k) in mm on the canonical grid; None keeps the input's spacing
-    spacing: Optional[Tuple[float, float, float]] = None
-    normalisation: dict = field(default_factory=lambda: {"method": "percentile",
-                                                         "percentiles": [0.5, 99.5]})
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
-        spacing = d.get("spacing")
-        return cls(orientation=str(d.get("orientation", DEFAULT_ORIENTATION)),
-                   spacing=tuple(float(s) for s in spacing) if spacing else None,
-                   normalisation=dict(d.get("normalisation") or cls().normalisation))
-
-    def to_dict(self) -> dict:
-        return {"orientation": self.orientation,
-                "spacing": list(self.spacing) if self.spacing else None,
-                "normalisation": self.normalisation}
+__all__ = ["InputSpec", "DEFAULT_ORIENTATION", "prepare", "prepare_label", "to_input_grid",
+           "normalise", "reorient", "network_grid", "resample_image", "resample_label",
+           "orientation_of", "Prepared"]
 
 
 def orientation_of(image: sitk.Image) -> str:

@@ -1,0 +1,217 @@
+"""What a model expects and how it is run: the typed ``input`` and ``inference`` sections of a
+model card.
+
+:class:`InputSpec` (orientation, spacing, normalisation) and :class:`InferenceSpec` (window and
+tile geometry, test-time augmentation, the region-of-interest cascade, threshold and
+post-processing) are frozen dataclasses, read once and validated loudly when a card is read
+(:func:`FemurSegLib.modelfolder.read_card`), and the one source for the segmenter, training-time
+validation, evaluation, export and the Slicer adapter. Training builds them from its config
+(:mod:`FemurSegTraining.cards`); no other code reads the card's dictionaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Optional, Tuple
+
+from .errors import ModelError
+
+DEFAULT_ORIENTATION = "LIP"
+
+#: post-processing rules of the binary mask (see :func:`FemurSegLib.postprocess.apply_rule`)
+POSTPROCESS_RULES = ("largest_per_femur", "largest", "none")
+
+Triple = Tuple[int, int, int]
+
+
+def _fail(where: str, message: str):
+    raise ModelError(f"{where}: {message}")
+
+
+def _check_keys(d: object, allowed, where: str) -> dict:
+    if not isinstance(d, dict):
+        _fail(where, f"must be a JSON object, not {type(d).__name__}")
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        _fail(where, f"unknown keys {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    return d
+
+
+def _int(v, where: str, minimum: int = 0) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
+        _fail(where, f"must be an integer >= {minimum}, not {v!r}")
+    return int(v)
+
+
+def _float(v, where: str, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= float(v) <= hi:
+        _fail(where, f"must be a number in [{lo:g}, {hi:g}], not {v!r}")
+    return float(v)
+
+
+def _bool(v, where: str) -> bool:
+    if not isinstance(v, bool):
+        _fail(where, f"must be true or false, not {v!r}")
+    return v
+
+
+def _ints(v, where: str, n: Optional[int] = None, minimum: int = 0) -> tuple:
+    if not isinstance(v, (list, tuple)) or (n is not None and len(v) != n):
+        _fail(where, f"must be a list of {n if n is not None else ''} integers, not {v!r}")
+    return tuple(_int(x, where, minimum) for x in v)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: the ``input`` section of its card."""
+
+    orientation: str = DEFAULT_ORIENTATION
+    #: voxel spacing (i, j, k) in mm on the canonical grid; None keeps the input's spacing
+    spacing: Optional[Tuple[float, float, float]] = None
+    normalisation: dict = field(default_factory=lambda: {"method": "percentile",
+                                                         "percentiles": [0.5, 99.5]})
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "input") -> "InputSpec":
+        _check_keys(d, {"orientation", "spacing", "normalisation"}, where)
+        orientation = str(d.get("orientation", DEFAULT_ORIENTATION)).upper()
+        pairs = [set(orientation) & set(p) for p in ("LR", "AP", "SI")]
+        if len(orientation) != 3 or any(len(p) != 1 for p in pairs):
+            _fail(f"{where}.orientation", f"{orientation!r} is not a three-letter code with one "
+                                          "of L/R, A/P and S/I, such as LIP")
+        spacing = d.get("spacing")
+        if spacing is not None:
+            if not isinstance(spacing, (list, tuple)) or len(spacing) != 3 or not all(
+                    isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0
+                    for s in spacing):
+                _fail(f"{where}.spacing", f"must be null or three positive numbers, not {spacing!r}")
+            spacing = tuple(float(s) for s in spacing)
+        norm = d.get("normalisation") or cls().normalisation
+        _check_keys(norm, {"method", "percentiles"}, f"{where}.normalisation")
+        if norm.get("method", "percentile") not in ("percentile", "zscore"):
+            _fail(f"{where}.normalisation.method", "must be percentile or zscore")
+        return cls(orientation=orientation, spacing=spacing, normalisation=dict(norm))
+
+    def to_dict(self) -> dict:
+        return {"orientation": self.orientation,
+                "spacing": list(self.spacing) if self.spacing else None,
+                "normalisation": self.normalisation}
+
+
+@dataclass(frozen=True)
+class RoiSpec:
+    """The region-of-interest cascade: the first fold runs on the whole volume, the others only
+    in the box around its probability above ``threshold``, grown by ``margin`` voxels
+    ([slices, rows, columns] on the network grid)."""
+
+    threshold: float = 0.05
+    margin: Triple = (2, 16, 16)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "inference.roi") -> "RoiSpec":
+        _check_keys(d, {"threshold", "margin"}, where)
+        return cls(threshold=_float(d.get("threshold", 0.05), f"{where}.threshold", 0.0, 1.0),
+                   margin=_ints(d.get("margin", [2, 16, 16]), f"{where}.margin", 3))
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.threshold, "margin": list(self.margin)}
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """How a model is run: the ``inference`` section of its card.
+
+    Geometry: ``patch_size`` (3D sliding window; None runs the whole volume), ``overlap`` of the
+    windows, ``divisor`` (input sizes must be multiples of it per [slice, row, column] axis),
+    ``batch_size`` (windows or slices per network call), ``input_size``/``output_size`` (tiles
+    of the unpadded 2D U-Net). Ensemble: ``tta_flip_axes`` (array axes flipped for test-time
+    augmentation), ``tta_on_cpu``/``tta_on_gpu`` (whether flips are on by default on each kind
+    of device), ``roi`` (the cascade, None for none). Output: ``foreground_channels`` (the
+    network outputs summed into the femur probability), ``threshold`` (of the binary mask; None
+    means 0.5) and ``postprocess`` (one of :data:`POSTPROCESS_RULES`).
+    """
+
+    patch_size: Optional[Triple] = None
+    overlap: float = 0.5
+    divisor: Triple = (1, 1, 1)
+    batch_size: int = 1
+    input_size: Optional[int] = None
+    output_size: Optional[int] = None
+    tta_flip_axes: Tuple[Tuple[int, ...], ...] = ((2,),)
+    tta_on_cpu: bool = False
+    tta_on_gpu: bool = True
+    roi: Optional[RoiSpec] = None
+    foreground_channels: Tuple[int, ...] = (1,)
+    threshold: Optional[float] = None
+    postprocess: str = "largest_per_femur"
+
+    @classmethod
+    def keys(cls) -> set:
+        return {f.name for f in fields(cls)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "inference") -> "InferenceSpec":
+        _check_keys(d, cls.keys(), where)
+        default = cls()
+        patch = d.get("patch_size")
+        axes = d.get("tta_flip_axes", [[2]])
+        if not isinstance(axes, (list, tuple)):
+            _fail(f"{where}.tta_flip_axes", f"must be a list of axis lists, not {axes!r}")
+        flips = tuple(_ints(a if isinstance(a, (list, tuple)) else [a],
+                            f"{where}.tta_flip_axes") for a in axes)
+        if any(ax > 2 for a in flips for ax in a):
+            _fail(f"{where}.tta_flip_axes", f"axes must be 0, 1 or 2, not {axes!r}")
+        roi = d.get("roi")
+        rule = d.get("postprocess", default.postprocess)
+        if rule not in POSTPROCESS_RULES:
+            _fail(f"{where}.postprocess", f"must be one of {', '.join(POSTPROCESS_RULES)}, "
+                                          f"not {rule!r}")
+        threshold = d.get("threshold")
+        size_in, size_out = d.get("input_size"), d.get("output_size")
+        if (size_in is None) != (size_out is None):
+            _fail(where, "input_size and output_size go together (2D tiles)")
+        channels = _ints(d.get("foreground_channels", [1]), f"{where}.foreground_channels",
+                         None, 1)
+        if not channels:
+            _fail(f"{where}.foreground_channels", "must name at least one output channel")
+        return cls(
+            patch_size=None if patch is None else _ints(patch, f"{where}.patch_size", 3, 1),
+            overlap=_float(d.get("overlap", default.overlap), f"{where}.overlap", 0.0, 0.95),
+            divisor=_ints(d.get("divisor", list(default.divisor)), f"{where}.divisor", 3, 1),
+            batch_size=_int(d.get("batch_size", default.batch_size), f"{where}.batch_size", 1),
+            input_size=None if size_in is None else _int(size_in, f"{where}.input_size", 1),
+            output_size=None if size_out is None else _int(size_out, f"{where}.output_size", 1),
+            tta_flip_axes=flips,
+            tta_on_cpu=_bool(d.get("tta_on_cpu", default.tta_on_cpu), f"{where}.tta_on_cpu"),
+            tta_on_gpu=_bool(d.get("tta_on_gpu", default.tta_on_gpu), f"{where}.tta_on_gpu"),
+            roi=None if roi is None else RoiSpec.from_dict(roi, f"{where}.roi"),
+            foreground_channels=channels,
+            threshold=None if threshold is None else _float(threshold, f"{where}.threshold",
+                                                            0.0, 1.0),
+            postprocess=rule,
+        )
+
+    def to_dict(self) -> dict:
+        return {"patch_size": None if self.patch_size is None else list(self.patch_size),
+                "overlap": self.overlap, "divisor": list(self.divisor),
+                "batch_size": self.batch_size, "input_size": self.input_size,
+                "output_size": self.output_size,
+                "tta_flip_axes": [list(a) for a in self.tta_flip_axes],
+                "tta_on_cpu": self.tta_on_cpu, "tta_on_gpu": self.tta_on_gpu,
+                "roi": None if self.roi is None else self.roi.to_dict(),
+                "foreground_channels": list(self.foreground_channels),
+                "threshold": self.threshold, "postprocess": self.postprocess}
+
+    @property
+    def mask_threshold(self) -> float:
+        """The threshold of the binary mask: the card's (PR-optimal) value, else 0.5."""
+        return 0.5 if self.threshold is None else float(self.threshold)
+
+    def tta_default(self, device: str) -> bool:
+        """Flip test-time augmentation when nothing says otherwise, on ``device``."""
+        return self.tta_on_cpu if device == "cpu" else self.tta_on_gpu
+
+    def differences(self, other: "InferenceSpec") -> list:
+        """``"field: mine != other's"`` for every field that differs (for evaluation headers)."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
