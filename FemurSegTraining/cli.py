@@ -91,6 +91,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_robustness(args) -> int:
+    from .robustness import markdown, robustness_run
+
+    contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()] if args.contrasts \
+        else None
+    kwargs = {"contrasts": contrasts} if contrasts else {}
+    result = robustness_run(args.run_dir, data_dir=args.data, device=args.device,
+                            progress=not args.quiet, **kwargs)
+    print(markdown(result), end="")
+    print(f"written to {Path(args.run_dir) / 'evaluation' / 'robustness.md'}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from .cards import read_card_extra
     from .export import export_run
@@ -159,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("robustness", help="segment contrast-changed copies of each fold's "
+                       "validation cases (bias field, gamma, inverted, random map)")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("--contrasts", help="comma-separated subset of bias,gamma,inverted,random_map")
+    r.add_argument("--data", help="dataset folder (default: the one the run trained on)")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_robustness)
 
     x = sub.add_parser("export", help="write a model folder with all folds as an ensemble")
     x.add_argument("run_dir", metavar="RUN_DIR")

@@ -19,7 +19,8 @@ from FemurSegLib import files
 from FemurSegLib.errors import FemurSegError
 
 #: (key in the per-subject rows, column title)
-TABLE_METRICS = [("dsc", "DSC"), ("precision", "Precision"), ("recall", "Recall"),
+TABLE_METRICS = [("dsc", "DSC"), ("dsc_labelled_slices", "DSC (labelled slices)"),
+                 ("precision", "Precision"), ("recall", "Recall"),
                  ("specificity", "Specificity"), ("roc_auc", "AUC"),
                  ("average_precision", "AP")]
 BOX_METRICS = [("dsc", "DSC"), ("precision", "Precision"), ("recall", "Recall")]
@@ -74,7 +75,9 @@ def markdown_table(rows: Sequence[dict], title: str = "") -> str:
     lines.append("Mean ± sd over subjects, each on its original image grid. AUC and AP come from "
                  "the probabilities (before thresholding and PP); PP keeps the largest connected "
                  "component per femur. The PR-optimal threshold is the point of the pooled "
-                 "precision-recall curve nearest to (1, 1).")
+                 "precision-recall curve nearest to (1, 1). DSC (labelled slices) counts only "
+                 "the slices that carry a reference femur label (annotators sometimes left the "
+                 "last slices of a femur unlabelled).")
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
@@ -89,7 +92,8 @@ def csv_text(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-DETAIL_METRICS = [("dsc", "DSC", 3), ("precision", "Precision", 3), ("recall", "Recall", 3),
+DETAIL_METRICS = [("dsc", "DSC", 3), ("dsc_labelled_slices", "DSC (labelled slices)", 3),
+                  ("precision", "Precision", 3), ("recall", "Recall", 3),
                   ("hd95_mm", "HD95 mm", 1), ("assd_mm", "ASSD mm", 2)]
 
 

@@ -237,3 +237,16 @@ def test_export_card_extra_unreadable(evaluated_run, capsys):
     assert f"card extra {path} is not valid JSON" in capsys.readouterr().err
     assert main(["export", str(run), str(base / "m"), "--card-extra", str(base / "nope.json")]) == 2
     assert "cannot read card extra" in capsys.readouterr().err
+
+
+def test_robustness_scores_contrast_copies_of_each_fold(evaluated_run, capsys):
+    _, _, run = evaluated_run
+    assert main(["robustness", str(run), "--contrasts", "gamma,inverted", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| unchanged | 4 |" in out and "| gamma | 4 |" in out and "| inverted | 4 |" in out
+    result = json.loads((run / "evaluation" / "robustness.json").read_text(encoding="utf-8"))
+    assert [r["contrast"] for r in result["rows"]] == ["gamma", "inverted"] * 4
+    summary = json.loads((run / "evaluation" / "summary.json").read_text(encoding="utf-8"))
+    assert result["threshold"] == summary["pr_optimal"]["threshold"]
+    assert main(["robustness", str(run), "--contrasts", "sepia"]) == 2
+    assert "unknown contrast sepia" in capsys.readouterr().err
