@@ -38,7 +38,7 @@ def cmd_fit(args) -> int:
     device = setup_distributed(args.device)
     run_cv(cfg, Path(args.run_dir or _default_run_dir(cfg)), data_dir=args.data,
            folds=[args.fold], resume=args.resume, max_epochs=args.epochs, device=device,
-           progress=not args.quiet, command=_command(args))
+           progress=not args.quiet, command=_command(args), time_budget=_budget(args))
     return 0
 
 
@@ -51,8 +51,17 @@ def cmd_cv(args) -> int:
     device = setup_distributed(args.device)
     run_cv(cfg, Path(args.run_dir or _default_run_dir(cfg)), data_dir=args.data, folds=folds,
            resume=args.resume, max_epochs=args.epochs, device=device,
-           progress=not args.quiet, command=_command(args))
+           progress=not args.quiet, command=_command(args), time_budget=_budget(args))
     return 0
+
+
+def _budget(args) -> Optional[float]:
+    if args.time_budget is None:
+        return None
+    if not args.time_budget > 0:
+        raise FemurSegError(f"--time-budget must be a positive number of minutes, not "
+                            f"{args.time_budget}")
+    return 60.0 * args.time_budget
 
 
 def _command(args) -> str:
@@ -140,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--epochs", type=int, help="epoch cap (e.g. for CPU runs)")
         s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (under torchrun: "
                        "cuda uses the local rank's GPU)")
+        s.add_argument("--time-budget", type=float, metavar="MINUTES",
+                       help="train all folds within about this many minutes: each fold plans "
+                       "its epochs after the first one (at most the config's max_epochs)")
         s.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's "
                        "choice; 1 lets two runs share two cores)")
         s.add_argument("--quiet", action="store_true")

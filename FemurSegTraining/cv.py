@@ -95,7 +95,10 @@ def prepare_run(cfg: dict, data_dir: Optional[str], run_dir: Path, cache_dir: Op
 def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
            folds: Optional[List[int]] = None, resume: bool = False,
            max_epochs: Optional[int] = None, device: str = "cpu", progress: bool = True,
-           cache_dir: Optional[Path] = None, command: Optional[str] = None) -> dict:
+           cache_dir: Optional[Path] = None, command: Optional[str] = None,
+           time_budget: Optional[float] = None) -> dict:
+    """Train ``folds`` (all by default) one after the other; ``time_budget`` (seconds, all
+    folds together) is shared out equally (see :func:`.train.fit`)."""
     from .distributed import barrier, world
     from .train import fit
 
@@ -134,7 +137,8 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
                  len(split["val"]))
         result = fit(cfg, k, [cases[n] for n in split["train"]], [cases[n] for n in split["val"]],
                      run_dir, resume=resume, max_epochs=max_epochs, device=device,
-                     progress=progress)
+                     progress=progress,
+                     time_budget=None if time_budget is None else time_budget / len(todo))
         if not main:
             continue
         run = read_run(run_dir)

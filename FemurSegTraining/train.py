@@ -126,9 +126,14 @@ class FitResult:
 
 def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[Preprocessed],
         run_dir: Path, *, resume: bool = False, max_epochs: Optional[int] = None,
-        device: str = "cpu", progress: bool = True,
+        device: str = "cpu", progress: bool = True, time_budget: Optional[float] = None,
         on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
     """Train one fold; returns when early stopping triggers or ``max_epochs`` is reached.
+
+    ``time_budget`` (seconds for this fold): after the first epoch the number of epochs that fit
+    into the budget is planned (at most the config's ``max_epochs``) and kept in the checkpoint;
+    the learning-rate schedule then runs over the planned epochs, so a budgeted run still ends
+    its schedule, and a resumed run keeps the plan (and stays exact).
 
     Under torchrun (a process group is initialised, see :mod:`.distributed`) every rank trains
     on its share of the epoch's patches with DistributedDataParallel; rank 0 validates, writes
@@ -149,6 +154,7 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
     start_epoch = 0
     elapsed = 0.0
     scaler_state = None
+    planned = None
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         net.load_state_dict(state["model"])
@@ -158,6 +164,7 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
         start_epoch = int(state["epoch"]) + 1
         elapsed = float(state.get("seconds", 0.0))
         scaler_state = state.get("scaler")  # CUDA mixed precision only
+        planned = state.get("planned_epochs")
         if state.get("finished"):
             log.info("fold %d already finished at epoch %d", fold, start_epoch - 1)
             return FitResult(fold_dir, start_epoch, stopper.best_epoch, stopper.best, True,
@@ -178,6 +185,9 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
     if scaler is not None and scaler_state:
         scaler.load_state_dict(scaler_state)
     cap = int(max_epochs if max_epochs is not None else cfg["max_epochs"])
+    if planned is not None:
+        cfg = {**cfg, "max_epochs": int(planned)}
+        cap = min(cap, int(planned))
     steps = int(cfg["patches_per_epoch"] or len(train_cases))
     if world_size > 1:  # the epoch's patches are shared out between the ranks
         steps = int(math.ceil(steps / world_size))
@@ -186,7 +196,9 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
     slab = is_25d(cfg)
     spec = inference_spec(cfg) if two_d else None
     stopped = False
-    for epoch in range(start_epoch, cap):
+    epoch = start_epoch - 1
+    while epoch + 1 < cap:
+        epoch += 1
         t0 = time.perf_counter()
         rng = epoch_rng(seed, fold, epoch, rank)
         torch.manual_seed(int(rng.integers(2 ** 31)))
@@ -234,11 +246,21 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
                 optimizer.step()
             losses.append(float(loss.detach()))
         mean_loss = distributed.mean_over_ranks(float(np.mean(losses)))
+        if time_budget is not None and planned is None:
+            # the first epoch's training time, plus a tenth for validation and checkpoints
+            per_epoch = 1.1 * (time.perf_counter() - t0)
+            planned = int(distributed.broadcast(
+                max(epoch + 1, min(int(cfg["max_epochs"]), int(time_budget // per_epoch)))))
+            cfg = {**cfg, "max_epochs": planned}
+            cap = min(cap, planned)
+            if main:
+                log.info("fold %d: %d epoch(s) fit into the time budget of %.0f s", fold,
+                         planned, time_budget)
         stop = False
         if main:
             stop, elapsed = _end_epoch(net, cfg, val_cases, device, stopper, history, epoch,
                                        mean_loss, time.perf_counter() - t0, fold, fold_dir,
-                                       optimizer, ckpt_path, elapsed, scaler)
+                                       optimizer, ckpt_path, elapsed, scaler, planned)
             if on_epoch:
                 on_epoch(history[-1])
         stop = bool(distributed.broadcast(stop))
@@ -254,7 +276,8 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
 
 def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: List[dict],
                epoch: int, mean_loss: float, train_seconds: float, fold: int, fold_dir: Path,
-               optimizer, ckpt_path: Path, elapsed: float, scaler=None) -> Tuple[bool, float]:
+               optimizer, ckpt_path: Path, elapsed: float, scaler=None,
+               planned: Optional[int] = None) -> Tuple[bool, float]:
     """Validate (DSC at 0.5 on the network grid, mean over validation cases), update early
     stopping, write best.pt / checkpoint.pt / history.csv and log one line.
 
@@ -281,6 +304,8 @@ def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: Lis
              "epoch": epoch, "seconds": elapsed, "finished": bool(stop)}
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if planned is not None:
+        state["planned_epochs"] = int(planned)
     _atomic_save(state, ckpt_path)
     _write_history(history, fold_dir / "history.csv")
     log.info("fold %d epoch %3d  lr %.1e  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,3 +251,27 @@ def test_robustness_scores_contrast_copies_of_each_fold(evaluated_run, capsys):
     assert result["threshold"] == summary["pr_optimal"]["threshold"]
     assert main(["robustness", str(run), "--contrasts", "sepia"]) == 2
     assert "unknown contrast sepia" in capsys.readouterr().err
+
+
+def test_budget_script_trains_evaluates_and_exports(tmp_path):
+    """scripts/train_on_budget.sh on a tiny budget: the GPU recipe, proved on the CPU."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    data = make_dataset(tmp_path / "ds", 4)
+    cfg = write_config(tmp_path / "tiny.json", TINY_3D, max_epochs=50)
+    env = {**os.environ, "PY": sys.executable, "DATA": str(data), "CONFIG": str(cfg),
+           "MINUTES": "0.02", "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "model"),
+           "DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(["bash", str(root / "scripts" / "train_on_budget.sh")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "model folder:" in res.stdout
+    run = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
+    assert "--time-budget 0.015" in run["commands"][0]
+    for k in ("0", "1"):  # a tiny budget: each fold planned fewer epochs than the config's 50
+        assert 1 <= run["folds"][k]["epochs"] < 50
+    card = json.loads((tmp_path / "model" / "model.json").read_text(encoding="utf-8"))
+    assert card["inference"]["threshold"] is not None and len(card["folds"]) == 2

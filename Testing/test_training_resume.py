@@ -11,7 +11,7 @@ from FemurSegLib.errors import FemurSegError
 from FemurSegTraining.config import load_config
 from FemurSegTraining.train import epoch_rng, fit
 
-from training_helpers import TINY_2D, TINY_3D, blob_cases as _cases, write_config
+from training_helpers import TINY_2D, TINY_3D, TINY_25D, blob_cases as _cases, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +38,7 @@ def _state(run_dir):
     return torch.load(run_dir / "fold_0" / "checkpoint.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("base", [TINY_3D, TINY_2D], ids=["3d", "2d"])
+@pytest.mark.parametrize("base", [TINY_3D, TINY_2D, TINY_25D], ids=["3d", "2d", "2.5d"])
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, base):
     cfg = load_config(str(write_config(tmp_path / "c.json", base, patches_per_epoch=3)))
     train, val = _cases(3), _cases(1, seed=1)
@@ -111,3 +111,29 @@ def test_lr_schedule_applied_per_epoch_and_resumed_exactly(tmp_path):
         lr0 * (1 + math.cos(2 * math.pi / 3)) / 2)
     for name, tensor in a["model"].items():
         torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("budget, expected", [(1e-6, 1), (1e6, 4)])
+def test_time_budget_plans_the_epochs_after_the_first(tmp_path, budget, expected):
+    cfg = load_config(str(write_config(tmp_path / "c.json", TINY_25D, patches_per_epoch=2,
+                                       max_epochs=4)))
+    result = fit(cfg, 0, _cases(2), _cases(1, seed=1), tmp_path / "run", progress=False,
+                 time_budget=budget)
+    state = _state(tmp_path / "run")
+    assert result.epochs == expected and state["planned_epochs"] == expected
+    # the schedule ran over the planned epochs: the last epoch has the last poly step's rate
+    lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
+    assert lrs == [pytest.approx(1e-3 * (1 / expected) ** 0.9 if expected > 1 else 1e-3)]
+
+
+def test_time_budget_plan_survives_resume(tmp_path):
+    cfg = load_config(str(write_config(tmp_path / "c.json", TINY_25D, patches_per_epoch=2,
+                                       max_epochs=6)))
+    train, val = _cases(2), _cases(1, seed=1)
+    with pytest.raises(Killed):
+        fit(cfg, 0, train, val, tmp_path / "run", progress=False, time_budget=1e6,
+            on_epoch=_kill_after(1))
+    assert _state(tmp_path / "run")["planned_epochs"] == 6
+    # resumed without a budget, the plan of the checkpoint still holds
+    result = fit(cfg, 0, train, val, tmp_path / "run", resume=True, progress=False)
+    assert result.epochs == 6 and _state(tmp_path / "run")["planned_epochs"] == 6

@@ -37,6 +37,20 @@ TINY_2D = {
     "patch_size": 44,
 }
 
+#: The 2.5D recipe (adjacent slices in, whole slices out) with its augmentation, tiny.
+TINY_25D = {
+    **TINY_3D,
+    "architecture": {"type": "UNet25D", "in_channels": 3, "num_classes": 2, "features": 4,
+                     "levels": 2, "norm": "batch"},
+    "patch_size": 16,
+    "batch_size": 2,
+    "loss": "dice_ce",
+    "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
+    "lr_schedule": {"poly_exponent": 0.9},
+    "augment": {"flip_lr": True, "robust_intensity": True, "affine": True},
+    "select": "last",
+}
+
 PHANTOM_SIZE = (32, 32, 8)
 PHANTOM_SPACING = (11.0, 11.0, 26.0)
 LABELS = {"background": 0, "femur": 1, "ilium": 2, "spine": 3, "sacrum": 4}
