@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Score one fold of a model folder on cases it did not train on, as `femurseg segment` runs it.
+
+For comparing a shipped model with new experiments on the same validation cases:
+
+    .venv/bin/python scripts/evaluate_model_fold.py --model Resources/Models/femur-t1-coronal \
+        --fold 1 --cases hip09,hip13,hip16,hip17 [--data ../shared/data/hip-mri-t1]
+
+Each case is segmented by that fold alone with the card's settings (threshold, post-processing,
+the CPU's TTA default); prints DSC on all slices and on the slices that carry a femur label,
+HD95 and volumes per case, and the mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from FemurSegLib import images, metrics
+from FemurSegLib.inference import Segmenter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--cases", required=True, help="comma-separated case names")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "hip-mri-t1"))
+    p.add_argument("--tta", action="store_true", help="flip TTA (default: the card's CPU choice)")
+    args = p.parse_args()
+    seg = Segmenter.from_folder(args.model, folds=[args.fold], engine="auto",
+                                tta=True if args.tta else None)
+    data = Path(args.data)
+    print(f"model {seg.model.name} {seg.model.card.get('version')}, fold {args.fold}, threshold "
+          f"{seg.model.threshold:.3f}, post-processing {seg.model.inference.postprocess}, "
+          f"TTA {'on' if seg.tta else 'off'}")
+    print("| Case | DSC | DSC (labelled slices) | HD95 mm | Volume ml (predicted / reference) |")
+    print("|---|---:|---:|---:|---:|")
+    rows = []
+    for name in args.cases.split(","):
+        image = images.read_image(data / "imagesTr" / f"{name}_0000.nii.gz")
+        label = images.read_label(data / "labelsTr" / f"{name}.nii.gz", image)
+        ref = sitk.GetArrayViewFromImage(label) == 1
+        pred = sitk.GetArrayViewFromImage(seg.segment(image).labelmap) > 0
+        m = metrics.evaluate_masks(pred, ref, metrics.array_spacing(image))
+        rows.append(m)
+        print(f"| {name} | {m['dsc']:.3f} | {m['dsc_labelled_slices']:.3f} | {m['hd95_mm']:.1f} | "
+              f"{m['volume_pred_ml']:.0f} / {m['volume_ref_ml']:.0f} |")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("dsc", "dsc_labelled_slices",
+                                                              "hd95_mm")}
+    print(f"| mean | {mean['dsc']:.3f} | {mean['dsc_labelled_slices']:.3f} | "
+          f"{mean['hd95_mm']:.1f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
