@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
 # Re-train, evaluate and export the bundled default model from the shared real data.
-# Long (hours on 2 CPU cores): run it in the background, never in CI. Resumable: run it again.
+# Long (about 4 hours on 2 CPU cores): run it in the background, never in CI. Resumable: run it
+# again and every fold continues from its last checkpoint (a resumed run ends with the weights of
+# an uninterrupted one).
 #
-#   DATA=../shared/data/hip-mri-t1 RUN=runs/default_3d_f8l4_half EPOCHS=16 scripts/train_default_model.sh
+#   make train-default                         # = scripts/train_default_model.sh
+#   DATA=../shared/data/hip-mri-t1 RUN=runs/default_25d_f16l5_half scripts/train_default_model.sh
 #
-# Steps: 4-fold cross-validation (checkpoint every epoch, --resume continues a killed run),
-# evaluation of every fold on its validation cases on the original image grids (Table 2 layout,
-# figures), export of the 4-fold ensemble as a model folder with its card (plus the notes and
-# inference settings of scripts/femur-t1-coronal.card.json), and installation into
-# Resources/Models/femur-t1-coronal (refused if it exists, unless OVERWRITE=1).
+# Steps: 4-fold cross-validation of config default_25d_f16l5_half (checkpoint every epoch), the
+# evaluation of every fold on its validation cases through the product's inference path (Table 2
+# layout, figures), the robustness table on contrast-changed copies, and the export of the 4-fold
+# ensemble with its card (plus the notes of scripts/$NAME.card.json) into
+# Resources/Models/$NAME.
+#
+# An existing model folder is never replaced silently: the export stops with "output exists".
+# To replace the bundled model, run with OVERWRITE=1 (the old folder is replaced only after the
+# new one is complete and checked), or export elsewhere with OUT=DIR and compare first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../shared/data/hip-mri-t1}
-RUN=${RUN:-runs/default_3d_f8l4_half}
-EPOCHS=${EPOCHS:-16}
-CONFIG=${CONFIG:-default_3d_f8l4_half}
+CONFIG=${CONFIG:-default_25d_f16l5_half}
+RUN=${RUN:-runs/$CONFIG}
 NAME=${NAME:-femur-t1-coronal}
-VERSION=${VERSION:-0.2.0}
+VERSION=${VERSION:-0.3.0}
 CARD_EXTRA=${CARD_EXTRA:-scripts/$NAME.card.json}
 OUT=${OUT:-Resources/Models/$NAME}
+THREADS=${THREADS:-2}
+DEVICE=${DEVICE:-cpu}
 
-$PY -m FemurSegTraining.cli cv "$CONFIG" --data "$DATA" --run-dir "$RUN" --epochs "$EPOCHS" --resume --quiet
+$PY -m FemurSegTraining.cli cv "$CONFIG" --data "$DATA" --run-dir "$RUN" --resume --quiet \
+    --threads "$THREADS" --device "$DEVICE"
 $PY -m FemurSegTraining.cli evaluate "$RUN" --quiet
+$PY -m FemurSegTraining.cli robustness "$RUN" --quiet
 overwrite=()
 [ "${OVERWRITE:-0}" = 1 ] && overwrite=(--overwrite)
 $PY -m FemurSegTraining.cli export "$RUN" "$OUT" --name "$NAME" --version "$VERSION" \
