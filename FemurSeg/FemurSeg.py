@@ -2,12 +2,12 @@
 
 Thin by design: the segmentation itself is the pure core ``FemurSegLib`` run as a command line in
 a background process (``PythonSlicer -m FemurSegLib.cli segment ...``), and everything that
-touches the MRML scene without Qt is in ``FemurSegMRML`` (tested with the ``slicer-core`` wheel).
-This file holds what needs the Slicer application: the module description, the widget (Qt, the
-parameter node, the ``qt.QProcess``), dependency installation and the self-test.
+touches the MRML scene without Qt, and the installation of the Python packages, is in the
+package ``FemurSegMRMLLib`` (tested with the ``slicer-core`` wheel). This file holds what needs
+the Slicer application: the module description, the widget (Qt, the parameter node, the
+``qt.QProcess``), the dialogs and the self-test.
 """
 
-import importlib
 import logging
 import os
 import pathlib
@@ -29,8 +29,11 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-import FemurSegMRML
 from FemurSegLib.errors import FemurSegError
+from FemurSegMRMLLib import install, models, scene, volumes
+from FemurSegMRMLLib.job import DEVICES, JobOptions, finish_job, prepare_job, segment_volume
+from FemurSegMRMLLib.process import LineBuffer, error_message, parse_progress_line
+from FemurSegMRMLLib.stl import DEFAULT_STL_SIGMA_VOXELS
 
 #: The folder of this file; FemurSegLib sits in it (and the CLI process gets it on PYTHONPATH).
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -83,18 +86,21 @@ class FemurSegParameterNode:
     modelFolder - a model folder of the user's own (used when ``model`` is "").
     device - "auto", "cpu" or "gpu".
     tta, probabilityMap, splitSides - inference options (flip TTA, probability map, right/left).
-    smoothing - closed-surface smoothing factor for display and STL export.
+    surfaceSmoothing - Slicer's closed-surface smoothing factor (0..1) of the 3D view.
+    stlSmoothing - Gaussian smoothing of the exported STL surfaces, in voxels (the CLI's
+        ``--stl-smoothing``).
     exportStl, stlFolder, overwriteStl - STL export of the femur surfaces.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     model: str = ""
     modelFolder: pathlib.Path
-    device: Annotated[str, Choice(list(FemurSegMRML.DEVICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     tta: bool = False  # explicit choice; off by default: about twice the time for a small gain
     probabilityMap: bool = False
     splitSides: bool = True
-    smoothing: Annotated[float, WithinRange(0.0, 1.0)] = FemurSegMRML.DEFAULT_SMOOTHING
+    surfaceSmoothing: Annotated[float, WithinRange(0.0, 1.0)] = scene.DEFAULT_SURFACE_SMOOTHING
+    stlSmoothing: Annotated[float, WithinRange(0.0, 3.0)] = DEFAULT_STL_SIGMA_VOXELS
     exportStl: bool = False
     stlFolder: pathlib.Path
     overwriteStl: bool = False
@@ -198,7 +204,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         try:
-            choices = FemurSegMRML.model_choices(self.logic.availableModels())
+            choices = models.model_choices(self.logic.availableModels())
         except FemurSegError as exc:
             choices = []
             self._setStatus(f"Cannot list models: {exc}", error=True)
@@ -242,6 +248,8 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelInfoLabel.text = combo.itemData(combo.currentIndex, qt.Qt.ToolTipRole) or ""
         self.ui.stlFolderLabel.setEnabled(p.exportStl)
         self.ui.stlFolderButton.setEnabled(p.exportStl)
+        self.ui.stlSmoothingLabel.setEnabled(p.exportStl)
+        self.ui.stlSmoothingSliderWidget.setEnabled(p.exportStl)
         self.ui.overwriteStlCheckBox.setEnabled(p.exportStl)
         running = self._process is not None
         self.ui.applyButton.enabled = bool(p.inputVolume) and not running
@@ -288,7 +296,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
         process.connect("errorOccurred(QProcess::ProcessError)", self._onProcessError)
         self._process = process
-        self._processLines = FemurSegMRML.LineBuffer()
+        self._processLines = LineBuffer()
         self._cancelled = False
         self._startTime = time.time()
         self.ui.progressBar.setValue(0)
@@ -303,7 +311,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         chunk = _decode(self._process.readAllStandardOutput())
         for line in self._processLines.feed(chunk):
-            progress = FemurSegMRML.parse_progress_line(line)
+            progress = parse_progress_line(line)
             if progress is not None:
                 percent, message = progress
                 self.ui.progressBar.setValue(int(round(percent)))
@@ -327,7 +335,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if exitStatus != qt.QProcess.NormalExit or exitCode != 0:
             code = exitCode if exitStatus == qt.QProcess.NormalExit else None  # None: crashed
-            self._finish(error_text=FemurSegMRML.error_message(lines, code))
+            self._finish(error_text=error_message(lines, code))
             return
         try:
             with slicer.util.WaitCursor():
@@ -421,54 +429,17 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
     def ensureDependencies(self) -> str:
         """Install what inference needs on first use; return the engine that will run.
 
-        Installs ``onnxruntime``, ``slicerio`` (and ``scipy`` if missing) with
-        ``slicer.packaging.pip_ensure`` (``slicer.util.pip_install`` on older Slicer), after asking,
-        with numpy, SimpleITK and torch pinned to the installed versions so that they are never
-        reinstalled. Without ONNX Runtime the PyTorch fallback is used when torch is importable,
-        installed through the PyTorch extension if the user agrees. Raises :class:`FemurSegError`
-        with a clear message when inference cannot run.
+        Installs ``onnxruntime``, ``slicerio`` (and ``scipy`` if missing) after asking, with numpy,
+        SimpleITK and torch pinned to the installed versions so that they are never reinstalled
+        (``FemurSegMRMLLib.install``). Without ONNX Runtime the PyTorch fallback is used when
+        torch is importable, installed through the PyTorch extension if the user agrees. Raises
+        :class:`FemurSegError` with a clear message when inference cannot run.
         """
-        missing = FemurSegMRML.missing_requirements(FemurSegMRML.INFERENCE_REQUIREMENTS)
-        if missing:
-            self._install(missing)
-            missing = FemurSegMRML.missing_requirements(FemurSegMRML.INFERENCE_REQUIREMENTS)
-        others = [r for r in missing if FemurSegMRML.requirement_name(r) != "onnxruntime"]
-        if others:
-            raise FemurSegError("FemurSeg needs the Python packages " + ", ".join(others)
-                                + " which are not installed; allow their installation and retry")
-        if not missing:
-            return "onnxruntime"
-        if self._torchAvailable():
-            logging.warning("FemurSeg: ONNX Runtime is not installed: using the PyTorch fallback")
-            return "torch"
-        raise FemurSegError(
-            "ONNX Runtime is not installed and PyTorch is not available: allow the installation "
-            "of onnxruntime, or install the PyTorch extension (Extensions Manager) and PyTorch "
-            "with its PyTorch Utils module for the slower fallback")
-
-    @staticmethod
-    def _install(requirements: List[str]) -> None:
-        constraints = FemurSegMRML.write_pin_constraints(
+        constraints = install.write_pin_constraints(
             os.path.join(slicer.app.temporaryPath, "FemurSeg-constraints.txt"))
-        try:
-            try:
-                packaging = importlib.import_module("slicer.packaging")
-            except ImportError:
-                packaging = None
-            if packaging is not None and hasattr(packaging, "pip_ensure"):
-                packaging.pip_ensure(list(requirements), constraints=constraints,
-                                     requester="FemurSeg")
-            else:  # Slicer before slicer.packaging
-                text = ("FemurSeg needs these Python packages for inference: "
-                        + ", ".join(requirements) + ". Install them now?")
-                if not slicer.util.confirmOkCancelDisplay(text, windowTitle="FemurSeg"):
-                    raise RuntimeError("installation declined")
-                slicer.util.pip_install(list(requirements) + ["-c", constraints])
-        except RuntimeError as exc:  # declined
-            logging.warning(f"FemurSeg: Python packages not installed: {exc}")
-        except Exception as exc:  # pip failed (e.g. offline or a version conflict)
-            raise FemurSegError("installing " + ", ".join(requirements) + " failed ("
-                                + " ".join(str(exc).split()) + "); see the Python console") from None
+        return install.ensure_inference_requirements(
+            lambda missing: install.install_requirements(missing, constraints),
+            self._torchAvailable)
 
     @staticmethod
     def _torchAvailable() -> bool:
@@ -487,7 +458,7 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
     # -- segmentation ----------------------------------------------------------------------------
 
     @staticmethod
-    def jobOptions(parameterNode: FemurSegParameterNode) -> "FemurSegMRML.JobOptions":
+    def jobOptions(parameterNode: FemurSegParameterNode) -> JobOptions:
         """The options of a run from the parameter node."""
         p = parameterNode
         if p.inputVolume is None:
@@ -502,39 +473,37 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
             stlFolder = _pathOrNone(p.stlFolder)
             if not stlFolder or not os.path.isdir(stlFolder):
                 raise FemurSegError(f"STL folder does not exist: {stlFolder or '(none chosen)'}")
-        return FemurSegMRML.JobOptions(model=model, device=p.device, tta=p.tta,
-                                       probabilities=p.probabilityMap, split=p.splitSides,
-                                       smoothing=p.smoothing, stl_folder=stlFolder,
-                                       overwrite_stl=p.overwriteStl)
+        return JobOptions(model=model, device=p.device, tta=p.tta,
+                          probabilities=p.probabilityMap, split=p.splitSides,
+                          surface_smoothing=p.surfaceSmoothing, stl_sigma_voxels=p.stlSmoothing,
+                          stl_folder=stlFolder, overwrite_stl=p.overwriteStl)
 
-    def prepareJob(self, volumeNode, options: "FemurSegMRML.JobOptions"):
+    def prepareJob(self, volumeNode, options: JobOptions):
         """Write the input volume to a temporary NRRD file and build the command."""
-        return FemurSegMRML.prepare_job(volumeNode, python=self.pythonExecutable(),
-                                        module_dir=MODULE_DIR, options=options,
-                                        temp_root=slicer.app.temporaryPath)
+        return prepare_job(volumeNode, python=self.pythonExecutable(), module_dir=MODULE_DIR,
+                           options=options, temp_root=slicer.app.temporaryPath)
 
     def finishJob(self, job):
         """Load the results into the scene, export STL files if asked, and show them."""
-        result = FemurSegMRML.finish_job(job, slicer.mrmlScene)
+        result = finish_job(job, slicer.mrmlScene)
         self.showResult(job.volume_node, result)
         return result
 
-    def process(self, volumeNode, options: Optional["FemurSegMRML.JobOptions"] = None,
+    def process(self, volumeNode, options: Optional[JobOptions] = None,
                 onProgress: Optional[Callable[[float, str], None]] = None,
                 isCancelled: Optional[Callable[[], bool]] = None):
-        """Segment ``volumeNode`` and wait (no GUI needed). Returns a ``FemurSegMRML.JobResult``.
+        """Segment ``volumeNode`` and wait (no GUI needed). Returns a ``JobResult``
+        (``FemurSegMRMLLib.job``).
 
         Raises :class:`FemurSegError` with a one-line message when the segmentation fails.
         """
         self.ensureDependencies()
-        options = options or FemurSegMRML.JobOptions()
-        job = self.prepareJob(volumeNode, options)
-        try:
-            FemurSegMRML.run_command(job.command, env=job.env, cwd=job.cwd,
-                                     on_progress=onProgress, is_cancelled=isCancelled)
-            return self.finishJob(job)
-        finally:
-            job.cleanup()
+        result = segment_volume(volumeNode, slicer.mrmlScene, python=self.pythonExecutable(),
+                                module_dir=MODULE_DIR, options=options or JobOptions(),
+                                on_progress=onProgress, is_cancelled=isCancelled,
+                                temp_root=slicer.app.temporaryPath)
+        self.showResult(volumeNode, result)
+        return result
 
     @staticmethod
     def showResult(volumeNode, result) -> None:
@@ -558,8 +527,8 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
             return ""
         node = result.segmentation_node
         parts = [f"{node.GetSegmentation().GetSegment(sid).GetName()} "
-                 f"{FemurSegMRML.segment_voxel_volume_mm3(node, sid) / 1000.0:.1f} ml"
-                 for sid in FemurSegMRML.segment_ids(node)]
+                 f"{scene.segment_voxel_volume_mm3(node, sid) / 1000.0:.1f} ml"
+                 for sid in scene.segment_ids(node)]
         text = f"Done in {seconds:.0f} s: {', '.join(parts) or 'no femur found'}."
         if result.stl_files:
             text += f" {len(result.stl_files)} STL file(s) in {result.stl_files[0].parent}."
@@ -597,7 +566,7 @@ class FemurSegTest(ScriptedLoadableModuleTest):
         from FemurSegLib.phantom import make_phantom
 
         phantom = make_phantom(seed=0)
-        node = FemurSegMRML.image_to_volume_node(phantom.image, slicer.mrmlScene, "FemurSegPhantom")
+        node = volumes.image_to_volume_node(phantom.image, slicer.mrmlScene, "FemurSegPhantom")
         return node, phantom
 
     def test_FemurSeg_logic_on_phantom(self):
@@ -611,24 +580,24 @@ class FemurSegTest(ScriptedLoadableModuleTest):
         volume, phantom = self._phantomVolume()
         stlFolder = os.path.join(slicer.app.temporaryPath, "FemurSegTestSTL")
         os.makedirs(stlFolder, exist_ok=True)
-        options = FemurSegMRML.JobOptions(model=model, probabilities=True, stl_folder=stlFolder,
-                                          overwrite_stl=True)
+        options = JobOptions(model=model, probabilities=True, stl_folder=stlFolder,
+                             overwrite_stl=True)
         progress = []
         result = FemurSegLogic().process(volume, options, onProgress=lambda p, m: progress.append(p))
         self.assertTrue(progress and progress[-1] == 100.0)
 
         seg = result.segmentation_node
         self.assertEqual(seg.GetName(), "FemurSegPhantom femur segmentation")
-        names = [seg.GetSegmentation().GetSegment(s).GetName() for s in FemurSegMRML.segment_ids(seg)]
+        names = [seg.GetSegmentation().GetSegment(s).GetName() for s in scene.segment_ids(seg)]
         self.assertTrue(names in (["Femur"], ["Right femur", "Left femur"]), names)
-        for sid in FemurSegMRML.segment_ids(seg):
+        for sid in scene.segment_ids(seg):
             self.assertIn("SCT^71341001^Femur", seg.GetSegmentation().GetSegment(sid).GetTerminology())
 
         # Exact input grid, and the phantom's femur found (DSC against its ground truth).
         labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-            seg, FemurSegMRML.segment_ids(seg), labelmap, volume)
-        np.testing.assert_allclose(FemurSegMRML.ijk_to_ras(labelmap), FemurSegMRML.ijk_to_ras(volume),
+            seg, scene.segment_ids(seg), labelmap, volume)
+        np.testing.assert_allclose(volumes.ijk_to_ras(labelmap), volumes.ijk_to_ras(volume),
                                    atol=1e-6)
         predicted = slicer.util.arrayFromVolume(labelmap) > 0
         truth = np.asarray(sitk.GetArrayFromImage(phantom.femur) if hasattr(phantom.femur, "GetSize")
@@ -646,10 +615,10 @@ class FemurSegTest(ScriptedLoadableModuleTest):
         model = self._modelFolder()
         if model is None:
             self.skipTest("no trained model is installed (set FEMURSEG_TEST_MODEL to a model folder)")
-        blank = FemurSegMRML.image_to_volume_node(sitk.Image([32, 32, 8], sitk.sitkInt16),
-                                                  slicer.mrmlScene, "blank")
+        blank = volumes.image_to_volume_node(sitk.Image([32, 32, 8], sitk.sitkInt16),
+                                             slicer.mrmlScene, "blank")
         with self.assertRaises(FemurSegError) as caught:
-            FemurSegLogic().process(blank, FemurSegMRML.JobOptions(model=model))
+            FemurSegLogic().process(blank, JobOptions(model=model))
         message = str(caught.exception)
         self.assertIn("is blank", message)
         self.assertNotIn("\n", message)

@@ -15,14 +15,21 @@ from . import files
 from .errors import InputError
 from .files import PathLike
 
-__all__ = ["surface_mesh", "write_binary_stl", "mesh_volume", "check_smoothing"]
+__all__ = ["surface_mesh", "write_binary_stl", "mesh_volume", "check_sigma_voxels",
+           "DEFAULT_SIGMA_VOXELS"]
+
+#: Gaussian smoothing of the signed distance map before contouring: standard deviation in voxels
+#: of each axis (``femurseg segment --stl-smoothing``). Not Slicer's 0..1 closed-surface
+#: smoothing factor, which is a different filter on a different scale.
+DEFAULT_SIGMA_VOXELS = 0.5
 
 
 # ----------------------------------------------------------------------------------------------
 # STL surfaces
 
 
-def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.5):
+def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray,
+                 sigma_voxels: float = DEFAULT_SIGMA_VOXELS):
     """Closed triangle surface of a binary ``[k, j, i]`` mask, in LPS millimetres.
 
     The surface is a level set of the signed distance map of the mask (millimetres between
@@ -34,7 +41,7 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
       linearly onto slices at most 1.5 x the finest spacing apart: between two 5 mm slices
       whose outlines differ the wall slopes from one outline to the other (shape-based
       interpolation) instead of making a staircase;
-    * a Gaussian of ``smoothing`` voxels (standard deviation along each axis, in that axis's
+    * a Gaussian of ``sigma_voxels`` (standard deviation along each axis, in that axis's
       voxels; 0 = none) rounds off the remaining voxel edges and slice terraces;
     * the level is chosen so that the volume enclosed on the grid equals the voxels' volume
       (first from a count of grid cells, offset at most half the finest spacing; then one
@@ -45,14 +52,14 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
 
     Returns ``(vertices (N, 3) float64, faces (M, 3) int64)``; ``M == 0`` for an empty mask.
     """
-    smoothing = check_smoothing(smoothing)
+    sigma_voxels = check_sigma_voxels(sigma_voxels)
     mask = np.asarray(mask, dtype=bool)
     m = np.asarray(ijk_to_lps, dtype=np.float64)
     if not mask.any():
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     spacing = np.linalg.norm(m[:3, :3], axis=0)[::-1]  # per array axis (k, j, i), mm
     fine = float(spacing.min())
-    margin = 2 + int(math.ceil(3 * smoothing))
+    margin = 2 + int(math.ceil(3 * sigma_voxels))
     nonzero = np.nonzero(mask)
     lo = np.array([int(a.min()) for a in nonzero]) - margin
     hi = np.array([int(a.max()) + 1 for a in nonzero]) + margin
@@ -62,9 +69,9 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
     crop[dst] = mask[src]
 
     field, step = _signed_distance(crop, spacing)
-    if smoothing > 0:
+    if sigma_voxels > 0:
         from scipy import ndimage
-        blurred = ndimage.gaussian_filter(field, sigma=smoothing / step, mode="nearest")
+        blurred = ndimage.gaussian_filter(field, sigma=sigma_voxels / step, mode="nearest")
         if blurred.max() > 0.5 * fine:  # else a speck smaller than the blur would vanish
             field = blurred
     # Interpolating and blurring a distance map shrink convex parts a little: contour at the
@@ -116,13 +123,14 @@ def _mesh_at(field: np.ndarray, level: float, step: np.ndarray, lo: np.ndarray, 
     return lps, faces
 
 
-def check_smoothing(smoothing) -> float:
+def check_sigma_voxels(sigma_voxels) -> float:
+    """``sigma_voxels`` as a float; :class:`InputError` unless finite and >= 0."""
     try:
-        value = float(smoothing)
+        value = float(sigma_voxels)
     except (TypeError, ValueError):
         value = float("nan")
     if not (math.isfinite(value) and value >= 0):
-        raise InputError(f"STL smoothing must be a finite number >= 0, not {smoothing!r}")
+        raise InputError(f"STL smoothing must be a finite number >= 0, not {sigma_voxels!r}")
     return value
 
 
