@@ -10,6 +10,7 @@ end-to-end tests run the CLI in a subprocess exactly as the module does.
 from __future__ import annotations
 
 import ast
+import os
 import py_compile
 import re
 import subprocess
@@ -245,7 +246,7 @@ def test_cli_device_rejects_unknown():
 def test_cli_environment_puts_module_dir_first():
     env = jobs.cli_environment("/mod", {"PYTHONPATH": f"/a{os_sep()}/mod{os_sep()}/b", "X": "1"})
     assert env["PYTHONPATH"] == os_sep().join(["/mod", "/a", "/b"])
-    assert env["X"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["X"] == "1" and env["PYTHONUNBUFFERED"] == "1" and env["PYTHONIOENCODING"] == "utf-8"
     assert jobs.cli_environment("/mod", {})["PYTHONPATH"] == "/mod"
 
 
@@ -286,17 +287,6 @@ def test_parse_progress_line(line, expected):
 ])
 def test_error_message(lines, code, expected):
     assert process.error_message(lines, code) == expected
-
-
-def test_line_buffer_joins_chunks_into_lines():
-    buf = process.LineBuffer()
-    assert buf.feed("PROG") == []
-    assert buf.feed("RESS 1 a\nPROGRESS 2") == ["PROGRESS 1 a"]
-    assert buf.feed(" b\r\nerr") == ["PROGRESS 2 b"]
-    assert buf.feed("or: x") == []
-    assert buf.close() == ["error: x"]
-    assert buf.close() == []
-    assert buf.lines == ["PROGRESS 1 a", "PROGRESS 2 b", "error: x"]
 
 
 def _script(tmp_path: Path, body: str) -> list:
@@ -752,10 +742,10 @@ def test_extension_metadata():
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', root)
     assert re.search(r'set\(EXTENSION_SCREENSHOTURLS ""\)', root)
     assert "add_subdirectory(FemurSeg)" in root
-    s4ext = dict(line.split(" ", 1) if " " in line else (line, "")
-                 for line in (REPO / "FemurSeg.s4ext").read_text(encoding="utf-8").splitlines()
-                 if line.strip() and not line.startswith("#"))
-    assert s4ext["depends"] == "PyTorch" and s4ext["category"] == "Segmentation"
+    import json
+    index_entry = json.loads((REPO / "FemurSeg.json").read_text(encoding="utf-8"))
+    assert index_entry["build_dependencies"] == ["PyTorch"]
+    assert index_entry["category"] == "Segmentation"
     from PIL import Image
     for icon in (MODULE_DIR / "Resources/Icons/FemurSeg.png", REPO / "Resources/Icons/FemurSeg.png"):
         with Image.open(icon) as im:
@@ -799,7 +789,9 @@ def test_module_compiles_and_matches_its_ui(tmp_path):
     assert "pip_ensure(" in install_code
     module_level = [n for n in ast.parse(install_code).body
                     if not isinstance(n, (ast.ClassDef, ast.FunctionDef))]
-    assert "pip_" not in "\n".join(ast.unparse(n) for n in module_level)
+    calls = [ast.unparse(c.func) for n in module_level for c in ast.walk(n)
+             if isinstance(c, ast.Call)]
+    assert not [c for c in calls if "pip" in c or "install" in c], calls
 
 
 def test_logic_process_runs_the_adapters_segment_volume():
@@ -832,3 +824,238 @@ def test_importing_the_adapter_changes_nothing_in_slicer(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == ["after import: 0", "after first use: 4"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 12: what a check against Slicer 5.8 and 5.10's sources found
+
+
+def test_adapter_needs_only_what_slicer_ships_and_the_declared_requirements(volume, tmp_path):
+    """STL export (and the rest of the adapter) with scikit-image, torch, matplotlib and tqdm
+    unimportable, as in Slicer 5.8/5.10 after the first Apply; every third-party module the
+    adapter's code imports is one Slicer ships or one the module installs."""
+    write_seg(tmp_path / "s.seg.nrrd", ellipsoids(), True, volumes.volume_node_to_image(volume))
+    volumes.write_volume_node(volume, tmp_path / "hip.nrrd")
+    prob = np.linspace(0, 1, int(np.prod(SIZE)), dtype=np.float32).reshape(SIZE[::-1])
+    writers.write_probability(make_image(prob), tmp_path / "p.nrrd")
+    script = tmp_path / "adapter_in_slicer.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        MODULE_DIR = {str(MODULE_DIR)!r}
+        BLOCKED = {{"torch", "skimage", "matplotlib", "tqdm"}}
+        imported = set()
+
+        class Watch:
+            def find_spec(self, name, path=None, target=None):
+                top = name.split(".")[0]
+                frame = sys._getframe(1)
+                while frame is not None and frame.f_code.co_filename.startswith("<frozen"):
+                    frame = frame.f_back
+                if frame is not None and frame.f_code.co_filename.startswith(MODULE_DIR):
+                    imported.add(top)
+                if top in BLOCKED:
+                    raise ImportError(f"{{name}} is not in Slicer")
+                return None
+
+        sys.meta_path.insert(0, Watch())
+        sys.path.insert(0, MODULE_DIR)
+        import SimpleITK as sitk
+        import slicer
+        from FemurSegLib import modelfolder
+        from FemurSegMRMLLib import install, models, scene, stl, volumes
+        mrml = slicer.vtkMRMLScene()
+        vol = volumes.image_to_volume_node(sitk.ReadImage({str(tmp_path / "hip.nrrd")!r}), mrml,
+                                           "hip")
+        seg = scene.load_segmentation({str(tmp_path / "s.seg.nrrd")!r}, mrml, vol)
+        scene.load_probability_map({str(tmp_path / "p.nrrd")!r}, mrml, vol)
+        written = stl.export_stl(seg, {str(tmp_path / "stl")!r})
+        models.model_choices(modelfolder.list_models())
+        install.missing_requirements(install.INFERENCE_REQUIREMENTS)
+        print(json.dumps({{"stl": [str(p) for p in written], "imported": sorted(imported)}}))
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert [Path(p).name for p in out["stl"]] == ["hip_femur_segmentation_Right_femur.stl",
+                                                  "hip_femur_segmentation_Left_femur.stl"]
+    third_party = {name for name in out["imported"]
+                   if name not in sys.stdlib_module_names and not name.startswith("FemurSeg")}
+    declared = {install.requirement_name(r) for r in install.INFERENCE_REQUIREMENTS}
+    assert third_party and third_party <= set(install.SLICER_PYTHON_PACKAGES) | declared, (
+        third_party - set(install.SLICER_PYTHON_PACKAGES) - declared)
+    assert "skimage" not in install.SLICER_PYTHON_PACKAGES
+
+
+def test_vtk_contour_keeps_the_volume_of_the_core_mesher(phantom):
+    """The adapter meshes with VTK (Slicer has it) where the CLI uses scikit-image: the same
+    volume-preserving surface builder, the same enclosed volume on a femur with 5.2 mm slices."""
+    from FemurSegLib import images, surface
+
+    mask = sitk.GetArrayFromImage(phantom.femur) > 0
+    m = images.ijk_to_lps(phantom.image)
+    target = float(np.count_nonzero(mask)) * float(np.prod(phantom.image.GetSpacing()))
+    core = surface.surface_mesh(mask, m, 0.5)
+    with_vtk = surface.surface_mesh(mask, m, 0.5, contour=stl.vtk_contour)
+    v_core, v_vtk = surface.mesh_volume(*core), surface.mesh_volume(*with_vtk)
+    assert v_vtk > 0 and abs(v_vtk - target) / target < 0.02, (v_vtk, target)
+    assert abs(v_vtk - v_core) / v_core < 0.005, (v_vtk, v_core)
+    # The same surface: bounding boxes agree to 0.1 mm and centres to 0.05 mm.
+    np.testing.assert_allclose(with_vtk[0].mean(axis=0), core[0].mean(axis=0), atol=0.05)
+    np.testing.assert_allclose(with_vtk[0].min(axis=0), core[0].min(axis=0), atol=0.1)
+    np.testing.assert_allclose(with_vtk[0].max(axis=0), core[0].max(axis=0), atol=0.1)
+
+
+def transform_matrix(rotation_matrix: np.ndarray, translation) -> "vtk.vtkMatrix4x4":
+    m = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            m.SetElement(r, c, rotation_matrix[r, c])
+        m.SetElement(r, 3, float(translation[r]))
+    return m
+
+
+def test_segmentation_under_a_transformed_volume_keeps_the_exact_geometry(scene, volume,
+                                                                           tmp_path):
+    """A registered volume (non-identity parent transform): the segmentation's reference
+    geometry is the volume's own IJK-to-RAS, not one with the transform baked in."""
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transform.SetMatrixTransformToParent(transform_matrix(rotation(0.2, -0.4), (100, -20, 35)))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    labels = ellipsoids()
+    write_seg(tmp_path / "t.seg.nrrd", labels, True, volumes.volume_node_to_image(volume))
+    seg_node = scene_nodes.load_segmentation(tmp_path / "t.seg.nrrd", scene, volume)
+    assert seg_node.GetTransformNodeID() == transform.GetID()
+    own = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(own)
+    expected = slicer.vtkSegmentationConverter.SerializeImageGeometry(own, volume.GetImageData())
+    assert seg_node.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()) == expected
+    # Segment Editor works on the reference geometry: it holds the volume's voxels exactly.
+    geometry = slicer.vtkOrientedImageData()
+    slicer.vtkSegmentationConverter.DeserializeImageGeometry(expected, geometry, False)
+    np.testing.assert_allclose(volumes.image_to_world(geometry), volumes.ijk_to_ras(volume),
+                               rtol=0, atol=1e-9)
+    labelmap = export_labelmap(scene, seg_node, volume)
+    np.testing.assert_array_equal(node_array(labelmap), labels)
+
+
+DICOM_MASTER_CONTEXT = "Segmentation category and type - DICOM master list"
+
+
+def test_segments_name_the_terminology_context_that_holds_femur(scene, volume, tmp_path):
+    """SNOMED CT 71341001 "Femur" is in Slicer's DICOM master list (not in the General Anatomy
+    list): every segment's terminology entry names that context."""
+    assert segments.TERMINOLOGY_CONTEXT == DICOM_MASTER_CONTEXT
+    write_seg(tmp_path / "s.seg.nrrd", ellipsoids(), True, volumes.volume_node_to_image(volume))
+    seg_node = scene_nodes.load_segmentation(tmp_path / "s.seg.nrrd", scene, volume)
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    for sid in scene_nodes.segment_ids(seg_node):
+        entry = slicer.vtkSlicerTerminologyEntry()
+        text = scene_nodes.segment_terminology(seg_node.GetSegmentation().GetSegment(sid))
+        assert logic.DeserializeTerminologyEntry(text, entry)
+        assert entry.GetTerminologyContextName() == DICOM_MASTER_CONTEXT
+        assert entry.GetTypeObject().GetCodeValue() == "71341001"
+
+
+SLICER_GIT_DIR = os.environ.get("FEMURSEG_SLICER_GIT_DIR", "")
+
+
+@pytest.mark.parametrize("tag", ["v5.8.0", "v5.10.0"])
+def test_femur_terminology_resolves_in_slicers_own_context_file(tmp_path, tag):
+    import json
+
+    """Against Slicer's own terminology file of each supported release (read from a Slicer git
+    repository named by $FEMURSEG_SLICER_GIT_DIR): the context is the one that holds Femur in
+    category Anatomical Structure, with Right and Left as its modifiers."""
+    if not SLICER_GIT_DIR:
+        pytest.skip("set FEMURSEG_SLICER_GIT_DIR to a Slicer git repository (with release tags)")
+    path = ("Modules/Loadable/Terminologies/Resources/"
+            "SegmentationCategoryTypeModifier-DICOM-Master.json")
+    shown = subprocess.run(["git", f"--git-dir={SLICER_GIT_DIR}", "show", f"{tag}:{path}"],
+                           capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr.decode()[-500:]
+    (tmp_path / "context.json").write_bytes(shown.stdout)
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    name = logic.LoadTerminologyFromFile(str(tmp_path / "context.json"))
+    assert name == segments.TERMINOLOGY_CONTEXT
+    loaded = vtk.vtkStringArray()
+    logic.GetLoadedTerminologyNames(loaded)
+    assert [loaded.GetValue(i) for i in range(loaded.GetNumberOfValues())] == [name]
+    from slicerio.segmentation import terminology_entry_to_string
+    for spec in segments.femur_segments(True) + segments.femur_segments(False):
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(terminology_entry_to_string(spec.terminology),
+                                                 entry)
+        assert logic.UpdateEntryFromLoadedTerminologies(entry, [name], []), spec.name
+    # The same, read from the file itself: the codes and the modifiers of the segments.
+    context = json.loads(shown.stdout)
+    femurs = [(category, kind) for category in context["SegmentationCodes"]["Category"]
+              for kind in category.get("Type", []) if kind["CodeValue"] == "71341001"]
+    assert len(femurs) == 1
+    category, femur = femurs[0]
+    code = lambda c: [c["CodingSchemeDesignator"], c["CodeValue"], c["CodeMeaning"]]  # noqa: E731
+    assert code(category) == segments.CATEGORY_ANATOMICAL_STRUCTURE
+    assert code(femur) == segments.TYPE_FEMUR
+    modifiers = [code(m) for m in femur["Modifier"]]
+    assert segments.MODIFIER_RIGHT in modifiers and segments.MODIFIER_LEFT in modifiers
+
+
+class Slicer58Segment:
+    """A segment as Slicer 5.8 has it: no GetTerminology/SetTerminology (added in 5.10)."""
+
+    def __init__(self, segment):
+        self._segment = segment
+
+    def __getattr__(self, name):
+        if name in ("GetTerminology", "SetTerminology", "HasTerminology"):
+            raise AttributeError(f"vtkSegment has no attribute {name!r} in Slicer 5.8")
+        return getattr(self._segment, name)
+
+
+def test_segment_terminology_uses_the_tag_that_slicer_5_8_has(scene, volume, tmp_path):
+    write_seg(tmp_path / "s.seg.nrrd", ellipsoids(), True, volumes.volume_node_to_image(volume))
+    seg_node = scene_nodes.load_segmentation(tmp_path / "s.seg.nrrd", scene, volume)
+    segment = seg_node.GetSegmentation().GetSegment("Right_femur")
+    text = scene_nodes.segment_terminology(Slicer58Segment(segment))
+    assert text == (f"{DICOM_MASTER_CONTEXT}~SCT^123037004^Anatomical Structure"
+                    "~SCT^71341001^Femur~SCT^24028007^Right~~^^~^^")
+    assert text == segment.GetTerminology()  # the same as 5.10's convenience method
+    segment.RemoveTag(segment.GetTerminologyEntryTagName())
+    assert scene_nodes.segment_terminology(Slicer58Segment(segment)) == ""
+
+
+#: Slicer APIs the module must not call because Slicer 5.8 lacks them (from Slicer's sources:
+#: vtkSegment::GetTerminology/SetTerminology/HasTerminology are new in 5.10; slicer.packaging is
+#: new in 5.12 and may only be used behind a check).
+NOT_IN_SLICER_5_8 = {"GetTerminology", "SetTerminology", "HasTerminology"}
+
+
+def test_module_and_self_test_call_no_api_missing_in_slicer_5_8():
+    sources = [MODULE_DIR / "FemurSeg.py"] + sorted((MODULE_DIR / "FemurSegMRMLLib").glob("*.py"))
+    for path in sources:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        called = {n.func.attr for n in ast.walk(tree)
+                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+        assert not called & NOT_IN_SLICER_5_8, (path.name, called & NOT_IN_SLICER_5_8)
+        text = path.read_text(encoding="utf-8")
+        assert "import slicer.packaging" not in text and "from slicer.packaging" not in text, \
+            path.name  # only importlib behind a check, see install.py
+
+
+def test_non_ascii_error_survives_a_console_that_is_not_utf8(tmp_path):
+    """PYTHONIOENCODING: a Windows console code page (here: the C locale with UTF-8 coercion
+    off) must not garble the CLI's one-line error."""
+    cmd = _script(tmp_path, """
+        import sys
+        sys.stderr.write("error: Eingabe Hüfte_ß.nrrd ist leer\\n")
+        sys.exit(2)
+    """)
+    base = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "LANG": "C",
+            "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    env = jobs.cli_environment(MODULE_DIR, base)
+    assert env["PYTHONIOENCODING"] == "utf-8"
+    with pytest.raises(FemurSegError) as caught:
+        process.run_command(cmd, env=env)
+    assert str(caught.value) == "Eingabe Hüfte_ß.nrrd ist leer"

@@ -250,7 +250,7 @@ def test_slicer_reads_names_colours_terminology_geometry(tmp_path, slicer_core):
         tag = vtk.mutable("")
         assert segment.GetTag("TerminologyEntry", tag)
         side = {"Right femur": "SCT^24028007^Right", "Left femur": "SCT^7771000^Left"}[spec.name]
-        assert str(tag) == ("Segmentation category and type - 3D Slicer General Anatomy list"
+        assert str(tag) == ("Segmentation category and type - DICOM master list"
                             f"~SCT^123037004^Anatomical Structure~SCT^71341001^Femur~{side}"
                             "~~^^~^^")
     # Geometry: Slicer's image-to-world (RAS) matrix is the label map's index -> LPS, flipped.

@@ -1,6 +1,7 @@
 """Closed, volume-preserving triangle surfaces of binary masks, and binary STL files.
 
-Only numpy, scipy, scikit-image and the standard library are used: no VTK, no Slicer.
+Only numpy, scipy, scikit-image (the marching cubes step, which callers may replace) and the
+standard library are used: no VTK, no Slicer.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from . import files
 from .errors import InputError
 from .files import PathLike
 
-__all__ = ["surface_mesh", "write_binary_stl", "mesh_volume", "check_sigma_voxels",
-           "DEFAULT_SIGMA_VOXELS"]
+__all__ = ["surface_mesh", "marching_cubes", "write_binary_stl", "mesh_volume",
+           "check_sigma_voxels", "DEFAULT_SIGMA_VOXELS"]
 
 #: Gaussian smoothing of the signed distance map before contouring: standard deviation in voxels
 #: of each axis (``femurseg segment --stl-smoothing``). Not Slicer's 0..1 closed-surface
@@ -29,7 +30,7 @@ DEFAULT_SIGMA_VOXELS = 0.5
 
 
 def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray,
-                 sigma_voxels: float = DEFAULT_SIGMA_VOXELS):
+                 sigma_voxels: float = DEFAULT_SIGMA_VOXELS, *, contour=None):
     """Closed triangle surface of a binary ``[k, j, i]`` mask, in LPS millimetres.
 
     The surface is a level set of the signed distance map of the mask (millimetres between
@@ -50,9 +51,13 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray,
     * marching cubes contours that level; vertices go through the full index -> LPS matrix
       (anisotropic and oblique grids alike) and triangles are ordered with outward normals.
 
-    Returns ``(vertices (N, 3) float64, faces (M, 3) int64)``; ``M == 0`` for an empty mask.
+    ``contour(field, level)`` is the marching-cubes step (default :func:`marching_cubes`, with
+    scikit-image); the Slicer module passes one built on VTK, which Slicer ships (scikit-image
+    it does not). Returns ``(vertices (N, 3) float64, faces (M, 3) int64)``; ``M == 0`` for an
+    empty mask.
     """
     sigma_voxels = check_sigma_voxels(sigma_voxels)
+    contour = marching_cubes if contour is None else contour
     mask = np.asarray(mask, dtype=bool)
     m = np.asarray(ijk_to_lps, dtype=np.float64)
     if not mask.any():
@@ -80,7 +85,7 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray,
     cells = min(max(int(round(np.count_nonzero(crop) / float(np.prod(step)))), 1), field.size)
     level = float(np.partition(field, field.size - cells, axis=None)[field.size - cells])
     level = float(np.clip(level, -0.5 * fine, 0.5 * fine))
-    lps, faces = _mesh_at(field, level, step, lo, m)
+    lps, faces = _mesh_at(field, level, step, lo, m, contour)
     # The grid-cell count above is a good first guess; thin parts (a femoral neck across 5 mm
     # slices) can still come out a few percent small. One secant step on the level, with the
     # surface area as the volume's derivative (dV = -area * dlevel), fixes that; the closer mesh
@@ -93,29 +98,41 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray,
                                           axis=1).sum())
         if area > 0:
             level2 = float(np.clip(level + (volume - target) / area, -fine, fine))
-            lps2, faces2 = _mesh_at(field, level2, step, lo, m)
+            lps2, faces2 = _mesh_at(field, level2, step, lo, m, contour)
             if len(faces2) and abs(abs(mesh_volume(lps2, faces2)) - target) < abs(volume - target):
                 lps, faces = lps2, faces2
     return lps, faces
 
 
-def _mesh_at(field: np.ndarray, level: float, step: np.ndarray, lo: np.ndarray, m: np.ndarray):
-    """Marching cubes of ``field`` at ``level``: vertices in LPS mm, outward triangles."""
+def marching_cubes(field: np.ndarray, level: float):
+    """Marching cubes (scikit-image) of a ``[k, j, i]`` field at ``level``.
+
+    Returns vertices as fractional voxel indices ``(i, j, k)`` of the field and triangles.
+    """
     from skimage import measure
 
-    level = np.float32(level)
-    while np.any(field == level):  # a grid value on the level makes coincident vertices
-        level = np.nextafter(level, np.float32(np.inf))
     # Contour in (i, j, k) order so that vertices come out as (fractional) voxel indices.
     verts, faces, _, _ = measure.marching_cubes(np.ascontiguousarray(field.transpose(2, 1, 0)),
                                                 level=float(level), allow_degenerate=False)
-    ijk = verts.astype(np.float64) * step[::-1] + lo[::-1]
+    return verts, faces
+
+
+def _mesh_at(field: np.ndarray, level: float, step: np.ndarray, lo: np.ndarray, m: np.ndarray,
+             contour):
+    """``contour`` of ``field`` at ``level``: vertices in LPS mm, outward triangles."""
+    level = np.float32(level)
+    while np.any(field == level):  # a grid value on the level makes coincident vertices
+        level = np.nextafter(level, np.float32(np.inf))
+    verts, faces = contour(field, float(level))
+    if len(faces) == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    ijk = np.asarray(verts, dtype=np.float64) * step[::-1] + lo[::-1]
     lps = ijk @ m[:3, :3].T + m[:3, 3]
     # STL stores float32: weld vertices that float32 cannot tell apart (marching cubes makes
     # such pairs next to grid points on the level) and drop the triangles that collapse.
     lps, inverse = np.unique(lps.astype(np.float32), axis=0, return_inverse=True)
     lps = lps.astype(np.float64)
-    faces = inverse.reshape(-1)[faces].astype(np.int64)
+    faces = inverse.reshape(-1)[np.asarray(faces, dtype=np.int64)]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2])
                   & (faces[:, 2] != faces[:, 0])]
     if mesh_volume(lps, faces) < 0:

@@ -14,7 +14,7 @@ from FemurSegLib.errors import InputError
 
 from . import scene as scene_nodes
 from . import stl
-from .process import ProgressCallback, run_command
+from .process import ProgressCallback, child_environment, run_command
 from .volumes import safe_file_name, write_volume_node
 
 #: Devices offered by the module; "gpu" maps to CUDA, or to MPS on macOS.
@@ -75,11 +75,11 @@ def build_command(python: str, input_path: os.PathLike, output_path: os.PathLike
 def cli_environment(module_dir: os.PathLike, base: Optional[Mapping[str, str]] = None
                     ) -> Dict[str, str]:
     """Environment for the background process: ``module_dir`` (holding FemurSegLib) first on
-    PYTHONPATH, so ``python -m FemurSegLib.cli`` finds the core that sits next to the module."""
-    env = dict(os.environ if base is None else base)
+    PYTHONPATH, so ``python -m FemurSegLib.cli`` finds the core that sits next to the module,
+    and UTF-8, unbuffered output (:func:`.process.child_environment`)."""
+    env = child_environment(base)
     paths = [str(module_dir)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 

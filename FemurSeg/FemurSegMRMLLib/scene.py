@@ -9,6 +9,7 @@ from typing import List, Optional
 import numpy as np
 import SimpleITK as sitk
 import slicer
+import vtk
 from vtk.util import numpy_support
 
 from FemurSegLib import images
@@ -99,10 +100,13 @@ def load_segmentation(path: os.PathLike, scene, reference_volume, *, name: Optio
             if labelmap is None:
                 raise InputError(f"segment {segment.GetName()!r} in {path.name} has no labelmap")
             check_on_grid(labelmap, reference_volume, f"segmentation file {path.name}")
-        seg_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        # The parent transform first: Slicer bakes any transform between the volume and the
+        # segmentation into the reference geometry (a registered volume would get a geometry
+        # shifted by its registration, and Segment Editor edits would land off the voxels).
         transform_id = reference_volume.GetTransformNodeID()
         if transform_id:
             seg_node.SetAndObserveTransformNodeID(transform_id)
+        seg_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         seg_node.CreateDefaultDisplayNodes()
         if closed_surface:
             update_closed_surface(seg_node, surface_smoothing)
@@ -127,6 +131,18 @@ def update_closed_surface(seg_node, smoothing_factor: float = DEFAULT_SURFACE_SM
 def segment_ids(seg_node) -> List[str]:
     segmentation = seg_node.GetSegmentation()
     return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+
+
+def segment_terminology(segment) -> str:
+    """A segment's serialized terminology entry ("" if none), read the way Slicer 5.8 has it.
+
+    ``vtkSegment.GetTerminology()`` only exists from Slicer 5.10; every version keeps the entry
+    in the tag named by ``GetTerminologyEntryTagName()`` ("TerminologyEntry").
+    """
+    value = vtk.reference("")
+    if not segment.GetTag(segment.GetTerminologyEntryTagName(), value):
+        return ""
+    return str(value)
 
 
 def segment_voxel_volume_mm3(seg_node, segment_id: str) -> float:

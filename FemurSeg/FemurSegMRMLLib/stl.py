@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
+from vtk.util import numpy_support
 
 from FemurSegLib import files, images, surface
 from FemurSegLib.errors import FemurSegError, InputError
@@ -38,9 +39,10 @@ def export_stl(seg_node, folder: os.PathLike, *,
     (as Slicer and ITK-based tools expect; ``lps=False`` gives RAS). Each segment's current
     voxels (after any editing) are exported on the segmentation's reference grid and meshed by
     the core's volume-preserving surface builder (:func:`FemurSegLib.surface.surface_mesh`, the
-    same one `femurseg segment --stl` uses): signed-distance interpolation across the thick
-    slices, a Gaussian of ``sigma_voxels`` voxels, and a contour level chosen so the enclosed
-    volume matches the voxel volume, which finite-element work needs. Slicer's own closed-surface
+    same one `femurseg segment --stl` uses, with its marching cubes step done by VTK, see
+    :func:`vtk_contour`): signed-distance interpolation across the thick slices, a Gaussian of
+    ``sigma_voxels`` voxels, and a contour level chosen so the enclosed volume matches the voxel
+    volume, which finite-element work needs. Slicer's own closed-surface
     smoothing shrinks thin parts such as the femoral neck on 5 mm slices by more than 2%. Existing
     files are refused unless ``overwrite``; every file is written to a temporary name and renamed
     into place.
@@ -78,7 +80,8 @@ def export_stl(seg_node, folder: os.PathLike, *,
         finally:
             scene.RemoveNode(labelmap)
         mask = sitk.GetArrayViewFromImage(image) > 0
-        vertices, faces = surface.surface_mesh(mask, images.ijk_to_lps(image), sigma_voxels)
+        vertices, faces = surface.surface_mesh(mask, images.ijk_to_lps(image), sigma_voxels,
+                                               contour=vtk_contour)
         if not lps:  # RAS = LPS with x and y negated (a rotation: triangle winding stays outward)
             vertices = vertices * np.array([-1.0, -1.0, 1.0], dtype=vertices.dtype)
         surface.write_binary_stl(vertices, faces, target, overwrite=overwrite,
@@ -87,6 +90,38 @@ def export_stl(seg_node, folder: os.PathLike, *,
         written.append(target)
         _warn_if_volume_differs(target, segment_voxel_volume_mm3(seg_node, sid))
     return written
+
+
+def vtk_contour(field: np.ndarray, level: float):
+    """The marching cubes step of the core's mesher done by VTK (``vtkFlyingEdges3D``).
+
+    Slicer ships VTK but not scikit-image, which the command line uses for the same step. Takes
+    a ``[k, j, i]`` field and returns vertices as fractional voxel indices ``(i, j, k)`` and
+    triangles, as :func:`FemurSegLib.surface.marching_cubes` does.
+    """
+    nk, nj, ni = field.shape
+    image = vtk.vtkImageData()
+    image.SetDimensions(ni, nj, nk)  # origin 0, spacing 1: points come out in voxel indices
+    values = numpy_support.numpy_to_vtk(np.ascontiguousarray(field, dtype=np.float32).ravel(),
+                                        deep=True)
+    image.GetPointData().SetScalars(values)
+    contour = vtk.vtkFlyingEdges3D()
+    contour.SetInputData(image)
+    contour.SetValue(0, float(level))
+    contour.ComputeNormalsOff()
+    contour.ComputeGradientsOff()
+    contour.ComputeScalarsOff()
+    contour.Update()
+    poly = contour.GetOutput()
+    if poly.GetNumberOfPoints() == 0 or poly.GetNumberOfPolys() == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    vertices = numpy_support.vtk_to_numpy(poly.GetPoints().GetData()).astype(np.float64)
+    polys = poly.GetPolys()  # VTK 9 cell arrays (Slicer 5.8 has VTK 9.2, 5.10 VTK 9.5)
+    offsets = numpy_support.vtk_to_numpy(polys.GetOffsetsArray())
+    if np.any(np.diff(offsets) != 3):
+        raise FemurSegError("the VTK contour filter made cells that are not triangles")
+    faces = numpy_support.vtk_to_numpy(polys.GetConnectivityArray()).reshape(-1, 3)
+    return vertices, faces.astype(np.int64)
 
 
 def _warn_if_volume_differs(path: Path, voxel_mm3: float) -> None:
