@@ -1049,7 +1049,7 @@ def test_non_ascii_error_survives_a_console_that_is_not_utf8(tmp_path):
     off) must not garble the CLI's one-line error."""
     cmd = _script(tmp_path, """
         import sys
-        sys.stderr.write("error: Eingabe Hüfte_ß.nrrd ist leer\\n")
+        sys.stderr.write("error: Eingabe H\\u00fcfte_\\u00df.nrrd ist leer\\n")
         sys.exit(2)
     """)
     base = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "LANG": "C",
