@@ -2,9 +2,13 @@
 
 Thin by design: the segmentation itself is the pure core ``FemurSegLib`` run as a command line in
 a background process (``PythonSlicer -m FemurSegLib.cli segment ...``), and everything that
-touches the MRML scene without Qt is in ``FemurSegMRML`` (tested with the ``slicer-core`` wheel).
-This file holds what needs the Slicer application: the module description, the widget (Qt, the
-parameter node, the ``qt.QProcess``), dependency installation and the self-test.
+touches the MRML scene without Qt, and the installation of the Python packages, is in the
+package ``FemurSegMRMLLib`` (tested with the ``slicer-core`` wheel). This file holds what needs
+the Slicer application: the module description, the widget (Qt, the parameter node, the timer
+that follows the background process), the dialogs and the self-test.
+
+Supported: Slicer 5.8 and 5.10 (checked call by call against their sources), and later releases
+(``slicer.packaging`` of 5.12 is used where present).
 """
 
 import importlib
@@ -29,14 +33,21 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-import FemurSegMRML
 from FemurSegLib.errors import FemurSegError
+from FemurSegMRMLLib import install, models, scene, volumes
+from FemurSegMRMLLib.job import DEVICES, JobOptions, finish_job, prepare_job, segment_volume
+from FemurSegMRMLLib.process import BackgroundProcess, error_message, parse_progress_line
+from FemurSegMRMLLib.stl import DEFAULT_STL_SIGMA_VOXELS
 
 #: The folder of this file; FemurSegLib sits in it (and the CLI process gets it on PYTHONPATH).
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: Combo box entry that lets the user pick a model folder.
 MODEL_FOLDER_ITEM = "Model folder..."
+
+#: The Qt property of the .ui's widgets that names their parameter (the parameter node wrapper's
+#: ``SlicerParameterNamePropertyName``).
+PARAMETER_NAME_PROPERTY = "SlicerParameterName"
 
 
 #
@@ -83,18 +94,21 @@ class FemurSegParameterNode:
     modelFolder - a model folder of the user's own (used when ``model`` is "").
     device - "auto", "cpu" or "gpu".
     tta, probabilityMap, splitSides - inference options (flip TTA, probability map, right/left).
-    smoothing - closed-surface smoothing factor for display and STL export.
+    surfaceSmoothing - Slicer's closed-surface smoothing factor (0..1) of the 3D view.
+    stlSmoothing - Gaussian smoothing of the exported STL surfaces, in voxels (the CLI's
+        ``--stl-smoothing``).
     exportStl, stlFolder, overwriteStl - STL export of the femur surfaces.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     model: str = ""
     modelFolder: pathlib.Path
-    device: Annotated[str, Choice(list(FemurSegMRML.DEVICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     tta: bool = False  # explicit choice; off by default: about twice the time for a small gain
     probabilityMap: bool = False
     splitSides: bool = True
-    smoothing: Annotated[float, WithinRange(0.0, 1.0)] = FemurSegMRML.DEFAULT_SMOOTHING
+    surfaceSmoothing: Annotated[float, WithinRange(0.0, 1.0)] = scene.DEFAULT_SURFACE_SMOOTHING
+    stlSmoothing: Annotated[float, WithinRange(0.0, 3.0)] = DEFAULT_STL_SIGMA_VOXELS
     exportStl: bool = False
     stlFolder: pathlib.Path
     overwriteStl: bool = False
@@ -118,13 +132,13 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._process = None
-        self._lastProcess = None
+        self._process = None  # the BackgroundProcess of a running segmentation
+        self._timer = None  # polls it
         self._defaultModel = ""
+        self._listedModels: List[str] = []
         self._noBundledModel = True
-        self._processLines = None
         self._job = None
-        self._cancelled = False
+        self._starting = False
         self._startTime = 0.0
 
     def setup(self) -> None:
@@ -148,16 +162,17 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.onCancelButton()
+        self.setParameterNode(None)
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        """Nothing to undo: the GUI stays connected to the parameter node while the module is
+        hidden. On Slicer 5.8 and 5.10 every ``connectGui``/``disconnectGui`` pair leaves an
+        observer on the parameter node (fixed in 5.12), so the GUI is connected once per
+        parameter node instead of on every entry (see :meth:`setParameterNode`)."""
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
@@ -179,16 +194,38 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.stlFolder = pathlib.Path(self.logic.defaultOutputFolder())
         if not _pathOrNone(p.modelFolder):
             p.modelFolder = pathlib.Path(self.logic.defaultOutputFolder())
+        self._updateGui()
 
     def setParameterNode(self, inputParameterNode: Optional[FemurSegParameterNode]) -> None:
+        """Connect the GUI to ``inputParameterNode`` (once: the same MRML node keeps its
+        connection, see :meth:`exit`)."""
+        if (self._parameterNode is not None and inputParameterNode is not None
+                and self._parameterNode.parameterNode is inputParameterNode.parameterNode):
+            return
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._parameterNodeGuiTag = self._connectGui(self._parameterNode)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
             self._updateGui()
+
+    def _connectGui(self, parameterNode) -> int:
+        """Connect the .ui's widgets (those with a ``SlicerParameterName``) to ``parameterNode``.
+
+        The same as ``parameterNode.connectGui(self.ui)``, but through
+        ``connectParametersToGui``, which returns the tag for ``disconnectGui`` on every
+        supported Slicer: ``connectGui`` of Slicer 5.8 returns None, so it could never be
+        disconnected.
+        """
+        mapping = {}
+        for widget in vars(self.ui).values():
+            name = widget.property(PARAMETER_NAME_PROPERTY)
+            if name:
+                mapping[name] = widget
+        return parameterNode.connectParametersToGui(mapping)
 
     # -- model list ------------------------------------------------------------------------------
 
@@ -198,7 +235,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         try:
-            choices = FemurSegMRML.model_choices(self.logic.availableModels())
+            choices = models.model_choices(self.logic.availableModels())
         except FemurSegError as exc:
             choices = []
             self._setStatus(f"Cannot list models: {exc}", error=True)
@@ -207,6 +244,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.setItemData(combo.count - 1, tooltip, qt.Qt.ToolTipRole)
         combo.addItem(MODEL_FOLDER_ITEM, "")
         combo.blockSignals(wasBlocked)
+        self._listedModels = [value for _, value, _ in choices]
         self._noBundledModel = not choices
         from FemurSegLib.modelfolder import DEFAULT_MODEL
 
@@ -223,10 +261,16 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None:
             return
+        model, folder = models.reconcile_model_choice(p.model, _pathOrNone(p.modelFolder),
+                                                      self._listedModels)
+        if model != p.model:  # the saved model is no longer listed: a folder choice instead
+            self._setStatus(f"The model {p.model} is no longer installed: choose a model.",
+                            error=True)
+            p.model = model
+            if folder != _pathOrNone(p.modelFolder):
+                p.modelFolder = pathlib.Path(folder)
         combo = self.ui.modelComboBox
         index = combo.findData(p.model) if p.model else combo.count - 1
-        if index < 0:  # a model that is no longer installed
-            index = combo.count - 1
         if combo.currentIndex != index:
             wasBlocked = combo.blockSignals(True)
             combo.currentIndex = index
@@ -242,6 +286,8 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelInfoLabel.text = combo.itemData(combo.currentIndex, qt.Qt.ToolTipRole) or ""
         self.ui.stlFolderLabel.setEnabled(p.exportStl)
         self.ui.stlFolderButton.setEnabled(p.exportStl)
+        self.ui.stlSmoothingLabel.setEnabled(p.exportStl)
+        self.ui.stlSmoothingSliderWidget.setEnabled(p.exportStl)
         self.ui.overwriteStlCheckBox.setEnabled(p.exportStl)
         running = self._process is not None
         self.ui.applyButton.enabled = bool(p.inputVolume) and not running
@@ -258,10 +304,11 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (logging.error if error else logging.info)(f"FemurSeg: {text}")
 
     def onApplyButton(self) -> None:
-        """Check dependencies, write the input and start the CLI in a ``qt.QProcess``."""
-        if self._process is not None:
+        """Check dependencies, write the input and start the CLI in a background process."""
+        if self._process is not None or self._starting:
             return
         self._setStatus("")
+        self._starting = True  # pip's output keeps the GUI alive: no second Apply meanwhile
         try:
             options = self.logic.jobOptions(self._parameterNode)
             with slicer.util.WaitCursor():
@@ -274,36 +321,32 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.exception("FemurSeg: cannot start the segmentation")
             self._setStatus(f"cannot start the segmentation: {_oneLine(exc)}", error=True)
             return
+        finally:
+            self._starting = False
         self._startProcess(self._job)
 
     def _startProcess(self, job) -> None:
-        process = qt.QProcess()
-        process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        process.setWorkingDirectory(str(job.cwd))
-        env = qt.QProcessEnvironment.systemEnvironment()
-        for key in ("PYTHONPATH", "PYTHONUNBUFFERED"):
-            env.insert(key, job.env[key])
-        process.setProcessEnvironment(env)
-        process.connect("readyReadStandardOutput()", self._onProcessOutput)
-        process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
-        process.connect("errorOccurred(QProcess::ProcessError)", self._onProcessError)
-        self._process = process
-        self._processLines = FemurSegMRML.LineBuffer()
-        self._cancelled = False
+        """Start ``job``'s command (its own process group: Cancel ends the launcher and the
+        Python it starts) and poll it from a timer, so Slicer stays responsive."""
+        logging.info("FemurSeg: running " + " ".join(job.command))
         self._startTime = time.time()
+        try:
+            self._process = BackgroundProcess(job.command, env=job.env, cwd=job.cwd)
+        except FemurSegError as exc:
+            self._finish(error_text=str(exc))
+            return
+        self._timer = qt.QTimer()
+        self._timer.setInterval(100)
+        self._timer.connect("timeout()", self._poll)
+        self._timer.start()
         self.ui.progressBar.setValue(0)
         self.ui.progressBar.setVisible(True)
         self._setStatus("Starting...")
         self._updateGui()
-        logging.info("FemurSeg: running " + " ".join(job.command))
-        process.start(job.command[0], job.command[1:])
 
-    def _onProcessOutput(self) -> None:
-        if self._process is None:
-            return
-        chunk = _decode(self._process.readAllStandardOutput())
-        for line in self._processLines.feed(chunk):
-            progress = FemurSegMRML.parse_progress_line(line)
+    def _showOutput(self, lines: List[str]) -> None:
+        for line in lines:
+            progress = parse_progress_line(line)
             if progress is not None:
                 percent, message = progress
                 self.ui.progressBar.setValue(int(round(percent)))
@@ -311,23 +354,18 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif line.strip():
                 logging.info(f"FemurSeg CLI: {line}")
 
-    def _onProcessError(self, error) -> None:
-        if error == qt.QProcess.FailedToStart and self._process is not None:
-            command = self._job.command[0] if self._job else "the segmentation process"
-            self._finish(error_text=f"cannot start {command}: {self._process.errorString()}")
-
-    def _onProcessFinished(self, exitCode: int, exitStatus) -> None:
-        if self._process is None:
+    def _poll(self) -> None:
+        """Timer tick: show new output; when the process has ended, load the result."""
+        proc = self._process
+        if proc is None:
             return
-        self._onProcessOutput()
-        self._processLines.close()
-        lines = self._processLines.lines
-        if self._cancelled:
-            self._finish(error_text="Cancelled.")
+        self._showOutput(proc.read_lines())
+        returncode = proc.poll()
+        if returncode is None:
             return
-        if exitStatus != qt.QProcess.NormalExit or exitCode != 0:
-            code = exitCode if exitStatus == qt.QProcess.NormalExit else None  # None: crashed
-            self._finish(error_text=FemurSegMRML.error_message(lines, code))
+        self._showOutput(proc.read_lines())
+        if returncode != 0:
+            self._finish(error_text=error_message(proc.lines, returncode))
             return
         try:
             with slicer.util.WaitCursor():
@@ -342,11 +380,13 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._finish(result=result)
 
     def _finish(self, result=None, error_text: Optional[str] = None) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = None
         if self._job is not None:
             self._job.cleanup()
         self._job = None
-        # Keep the finished QProcess alive until the next run: this may run inside its signal.
-        self._lastProcess, self._process = self._process, None
+        self._process = None
         self.ui.progressBar.setVisible(False)
         if error_text is not None:
             self._setStatus(error_text, error=error_text != "Cancelled.")
@@ -355,23 +395,23 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGui()
 
     def onCancelButton(self) -> None:
-        """End the background process (its temporary files are removed when it has finished)."""
+        """End the background process and every process it started (``PythonSlicer`` is a
+        launcher that runs the real Python as its child), then remove its temporary files."""
         if self._process is not None:
-            self._cancelled = True
             self._setStatus("Cancelling...")
-            self._process.kill()
+            self._process.cancel()  # returns when the whole process tree has ended
+            self._finish(error_text="Cancelled.")
 
 
 def _oneLine(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _decode(byteArray) -> str:
-    """Text of a ``QByteArray`` returned by PythonQt."""
-    data = byteArray.data() if hasattr(byteArray, "data") else byteArray
-    if isinstance(data, str):
-        return data
-    return bytes(data).decode("utf-8", errors="replace")
+def _logPipLine(line: str) -> None:
+    """pip's output in the log, with the GUI kept alive while it installs."""
+    if line.strip():
+        logging.info(f"FemurSeg pip: {line}")
+    slicer.app.processEvents()
 
 
 #
@@ -383,7 +423,7 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
     """Everything the module does, usable without the GUI (e.g. from the Python console).
 
     ``process(volumeNode, options)`` runs the whole segmentation and waits; the widget uses the
-    same ``prepareJob`` / ``finishJob`` steps around a ``qt.QProcess`` instead.
+    same ``prepareJob`` / ``finishJob`` steps around a background process polled by a timer.
     """
 
     def __init__(self) -> None:
@@ -421,54 +461,27 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
     def ensureDependencies(self) -> str:
         """Install what inference needs on first use; return the engine that will run.
 
-        Installs ``onnxruntime``, ``slicerio`` (and ``scipy`` if missing) with
-        ``slicer.packaging.pip_ensure`` (``slicer.util.pip_install`` on older Slicer), after asking,
-        with numpy, SimpleITK and torch pinned to the installed versions so that they are never
-        reinstalled. Without ONNX Runtime the PyTorch fallback is used when torch is importable,
-        installed through the PyTorch extension if the user agrees. Raises :class:`FemurSegError`
-        with a clear message when inference cannot run.
+        Installs ``onnxruntime``, ``slicerio`` (and ``scipy`` if missing) after asking, from PyPI
+        or, offline, from the folder of wheels named by ``$FEMURSEG_WHEELS``, with numpy,
+        SimpleITK and torch pinned to the installed versions so that they are never reinstalled
+        (``FemurSegMRMLLib.install``). Without ONNX Runtime the PyTorch fallback is used when
+        torch is importable, installed through the PyTorch extension if the user agrees. Raises
+        :class:`FemurSegError` naming the missing package when inference cannot run.
         """
-        missing = FemurSegMRML.missing_requirements(FemurSegMRML.INFERENCE_REQUIREMENTS)
-        if missing:
-            self._install(missing)
-            missing = FemurSegMRML.missing_requirements(FemurSegMRML.INFERENCE_REQUIREMENTS)
-        others = [r for r in missing if FemurSegMRML.requirement_name(r) != "onnxruntime"]
-        if others:
-            raise FemurSegError("FemurSeg needs the Python packages " + ", ".join(others)
-                                + " which are not installed; allow their installation and retry")
-        if not missing:
-            return "onnxruntime"
-        if self._torchAvailable():
-            logging.warning("FemurSeg: ONNX Runtime is not installed: using the PyTorch fallback")
-            return "torch"
-        raise FemurSegError(
-            "ONNX Runtime is not installed and PyTorch is not available: allow the installation "
-            "of onnxruntime, or install the PyTorch extension (Extensions Manager) and PyTorch "
-            "with its PyTorch Utils module for the slower fallback")
-
-    @staticmethod
-    def _install(requirements: List[str]) -> None:
-        constraints = FemurSegMRML.write_pin_constraints(
-            os.path.join(slicer.app.temporaryPath, "FemurSeg-constraints.txt"))
-        try:
+        def installMissing(missing: List[str]) -> bool:
             try:
-                packaging = importlib.import_module("slicer.packaging")
+                packaging = importlib.import_module("slicer.packaging")  # Slicer 5.12 and later
             except ImportError:
                 packaging = None
-            if packaging is not None and hasattr(packaging, "pip_ensure"):
-                packaging.pip_ensure(list(requirements), constraints=constraints,
-                                     requester="FemurSeg")
-            else:  # Slicer before slicer.packaging
-                text = ("FemurSeg needs these Python packages for inference: "
-                        + ", ".join(requirements) + ". Install them now?")
-                if not slicer.util.confirmOkCancelDisplay(text, windowTitle="FemurSeg"):
-                    raise RuntimeError("installation declined")
-                slicer.util.pip_install(list(requirements) + ["-c", constraints])
-        except RuntimeError as exc:  # declined
-            logging.warning(f"FemurSeg: Python packages not installed: {exc}")
-        except Exception as exc:  # pip failed (e.g. offline or a version conflict)
-            raise FemurSegError("installing " + ", ".join(requirements) + " failed ("
-                                + " ".join(str(exc).split()) + "); see the Python console") from None
+            constraints = install.write_pin_constraints(
+                os.path.join(slicer.app.temporaryPath, "FemurSeg-constraints.txt"))
+            return install.install_requirements(
+                missing, python=self.pythonExecutable(), constraints=constraints,
+                wheel_folder=install.wheel_folder(), packaging_module=packaging,
+                confirm=lambda text: slicer.util.confirmOkCancelDisplay(text, windowTitle="FemurSeg"),
+                on_line=_logPipLine)
+
+        return install.ensure_inference_requirements(installMissing, self._torchAvailable)
 
     @staticmethod
     def _torchAvailable() -> bool:
@@ -487,54 +500,48 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
     # -- segmentation ----------------------------------------------------------------------------
 
     @staticmethod
-    def jobOptions(parameterNode: FemurSegParameterNode) -> "FemurSegMRML.JobOptions":
+    def jobOptions(parameterNode: FemurSegParameterNode) -> JobOptions:
         """The options of a run from the parameter node."""
         p = parameterNode
         if p.inputVolume is None:
             raise FemurSegError("select an input volume")
-        model = p.model or _pathOrNone(p.modelFolder)
-        if not model:
-            raise FemurSegError("choose a model folder (no bundled model is selected)")
-        if not p.model and not os.path.isfile(os.path.join(model, "model.json")):
-            raise FemurSegError(f"not a FemurSeg model folder (no model.json): {model}")
+        model = models.model_to_run(p.model, _pathOrNone(p.modelFolder))
         stlFolder = None
         if p.exportStl:
             stlFolder = _pathOrNone(p.stlFolder)
             if not stlFolder or not os.path.isdir(stlFolder):
                 raise FemurSegError(f"STL folder does not exist: {stlFolder or '(none chosen)'}")
-        return FemurSegMRML.JobOptions(model=model, device=p.device, tta=p.tta,
-                                       probabilities=p.probabilityMap, split=p.splitSides,
-                                       smoothing=p.smoothing, stl_folder=stlFolder,
-                                       overwrite_stl=p.overwriteStl)
+        return JobOptions(model=model, device=p.device, tta=p.tta,
+                          probabilities=p.probabilityMap, split=p.splitSides,
+                          surface_smoothing=p.surfaceSmoothing, stl_sigma_voxels=p.stlSmoothing,
+                          stl_folder=stlFolder, overwrite_stl=p.overwriteStl)
 
-    def prepareJob(self, volumeNode, options: "FemurSegMRML.JobOptions"):
+    def prepareJob(self, volumeNode, options: JobOptions):
         """Write the input volume to a temporary NRRD file and build the command."""
-        return FemurSegMRML.prepare_job(volumeNode, python=self.pythonExecutable(),
-                                        module_dir=MODULE_DIR, options=options,
-                                        temp_root=slicer.app.temporaryPath)
+        return prepare_job(volumeNode, python=self.pythonExecutable(), module_dir=MODULE_DIR,
+                           options=options, temp_root=slicer.app.temporaryPath)
 
     def finishJob(self, job):
         """Load the results into the scene, export STL files if asked, and show them."""
-        result = FemurSegMRML.finish_job(job, slicer.mrmlScene)
+        result = finish_job(job, slicer.mrmlScene)
         self.showResult(job.volume_node, result)
         return result
 
-    def process(self, volumeNode, options: Optional["FemurSegMRML.JobOptions"] = None,
+    def process(self, volumeNode, options: Optional[JobOptions] = None,
                 onProgress: Optional[Callable[[float, str], None]] = None,
                 isCancelled: Optional[Callable[[], bool]] = None):
-        """Segment ``volumeNode`` and wait (no GUI needed). Returns a ``FemurSegMRML.JobResult``.
+        """Segment ``volumeNode`` and wait (no GUI needed). Returns a ``JobResult``
+        (``FemurSegMRMLLib.job``).
 
         Raises :class:`FemurSegError` with a one-line message when the segmentation fails.
         """
         self.ensureDependencies()
-        options = options or FemurSegMRML.JobOptions()
-        job = self.prepareJob(volumeNode, options)
-        try:
-            FemurSegMRML.run_command(job.command, env=job.env, cwd=job.cwd,
-                                     on_progress=onProgress, is_cancelled=isCancelled)
-            return self.finishJob(job)
-        finally:
-            job.cleanup()
+        result = segment_volume(volumeNode, slicer.mrmlScene, python=self.pythonExecutable(),
+                                module_dir=MODULE_DIR, options=options or JobOptions(),
+                                on_progress=onProgress, is_cancelled=isCancelled,
+                                temp_root=slicer.app.temporaryPath)
+        self.showResult(volumeNode, result)
+        return result
 
     @staticmethod
     def showResult(volumeNode, result) -> None:
@@ -558,8 +565,8 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
             return ""
         node = result.segmentation_node
         parts = [f"{node.GetSegmentation().GetSegment(sid).GetName()} "
-                 f"{FemurSegMRML.segment_voxel_volume_mm3(node, sid) / 1000.0:.1f} ml"
-                 for sid in FemurSegMRML.segment_ids(node)]
+                 f"{scene.segment_voxel_volume_mm3(node, sid) / 1000.0:.1f} ml"
+                 for sid in scene.segment_ids(node)]
         text = f"Done in {seconds:.0f} s: {', '.join(parts) or 'no femur found'}."
         if result.stl_files:
             text += f" {len(result.stl_files)} STL file(s) in {result.stl_files[0].parent}."
@@ -584,6 +591,7 @@ class FemurSegTest(ScriptedLoadableModuleTest):
         self.test_FemurSeg_blank_volume_error()
         self.setUp()
         self.test_FemurSeg_widget_background_process()
+        self.delayDisplay("FemurSeg self-test passed")
 
     def _modelFolder(self) -> Optional[str]:
         """The model to test with: $FEMURSEG_TEST_MODEL, else the first bundled model."""
@@ -597,12 +605,14 @@ class FemurSegTest(ScriptedLoadableModuleTest):
         from FemurSegLib.phantom import make_phantom
 
         phantom = make_phantom(seed=0)
-        node = FemurSegMRML.image_to_volume_node(phantom.image, slicer.mrmlScene, "FemurSegPhantom")
+        node = volumes.image_to_volume_node(phantom.image, slicer.mrmlScene, "FemurSegPhantom")
         return node, phantom
 
     def test_FemurSeg_logic_on_phantom(self):
         import numpy as np
         import SimpleITK as sitk
+
+        from FemurSegLib.segments import TERMINOLOGY_CONTEXT
 
         model = self._modelFolder()
         if model is None:
@@ -611,24 +621,26 @@ class FemurSegTest(ScriptedLoadableModuleTest):
         volume, phantom = self._phantomVolume()
         stlFolder = os.path.join(slicer.app.temporaryPath, "FemurSegTestSTL")
         os.makedirs(stlFolder, exist_ok=True)
-        options = FemurSegMRML.JobOptions(model=model, probabilities=True, stl_folder=stlFolder,
-                                          overwrite_stl=True)
+        options = JobOptions(model=model, probabilities=True, stl_folder=stlFolder,
+                             overwrite_stl=True)
         progress = []
         result = FemurSegLogic().process(volume, options, onProgress=lambda p, m: progress.append(p))
         self.assertTrue(progress and progress[-1] == 100.0)
 
         seg = result.segmentation_node
         self.assertEqual(seg.GetName(), "FemurSegPhantom femur segmentation")
-        names = [seg.GetSegmentation().GetSegment(s).GetName() for s in FemurSegMRML.segment_ids(seg)]
+        names = [seg.GetSegmentation().GetSegment(s).GetName() for s in scene.segment_ids(seg)]
         self.assertTrue(names in (["Femur"], ["Right femur", "Left femur"]), names)
-        for sid in FemurSegMRML.segment_ids(seg):
-            self.assertIn("SCT^71341001^Femur", seg.GetSegmentation().GetSegment(sid).GetTerminology())
+        for sid in scene.segment_ids(seg):
+            terminology = scene.segment_terminology(seg.GetSegmentation().GetSegment(sid))
+            self.assertIn("SCT^71341001^Femur", terminology)
+            self.assertTrue(terminology.startswith(TERMINOLOGY_CONTEXT), terminology)
 
         # Exact input grid, and the phantom's femur found (DSC against its ground truth).
         labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-            seg, FemurSegMRML.segment_ids(seg), labelmap, volume)
-        np.testing.assert_allclose(FemurSegMRML.ijk_to_ras(labelmap), FemurSegMRML.ijk_to_ras(volume),
+            seg, scene.segment_ids(seg), labelmap, volume)
+        np.testing.assert_allclose(volumes.ijk_to_ras(labelmap), volumes.ijk_to_ras(volume),
                                    atol=1e-6)
         predicted = slicer.util.arrayFromVolume(labelmap) > 0
         truth = np.asarray(sitk.GetArrayFromImage(phantom.femur) if hasattr(phantom.femur, "GetSize")
@@ -646,10 +658,10 @@ class FemurSegTest(ScriptedLoadableModuleTest):
         model = self._modelFolder()
         if model is None:
             self.skipTest("no trained model is installed (set FEMURSEG_TEST_MODEL to a model folder)")
-        blank = FemurSegMRML.image_to_volume_node(sitk.Image([32, 32, 8], sitk.sitkInt16),
-                                                  slicer.mrmlScene, "blank")
+        blank = volumes.image_to_volume_node(sitk.Image([32, 32, 8], sitk.sitkInt16),
+                                             slicer.mrmlScene, "blank")
         with self.assertRaises(FemurSegError) as caught:
-            FemurSegLogic().process(blank, FemurSegMRML.JobOptions(model=model))
+            FemurSegLogic().process(blank, JobOptions(model=model))
         message = str(caught.exception)
         self.assertIn("is blank", message)
         self.assertNotIn("\n", message)

@@ -250,7 +250,7 @@ def test_slicer_reads_names_colours_terminology_geometry(tmp_path, slicer_core):
         tag = vtk.mutable("")
         assert segment.GetTag("TerminologyEntry", tag)
         side = {"Right femur": "SCT^24028007^Right", "Left femur": "SCT^7771000^Left"}[spec.name]
-        assert str(tag) == ("Segmentation category and type - 3D Slicer General Anatomy list"
+        assert str(tag) == ("Segmentation category and type - DICOM master list"
                             f"~SCT^123037004^Anatomical Structure~SCT^71341001^Femur~{side}"
                             "~~^^~^^")
     # Geometry: Slicer's image-to-world (RAS) matrix is the label map's index -> LPS, flipped.
@@ -438,7 +438,7 @@ def test_stl_single_voxel_speck_survives_smoothing(tmp_path):
     array = np.zeros((5, 5, 5), np.uint8)
     array[2, 2, 2] = 1
     _, _, tri = read_stl(writers.write_stl(labels_on(image, array), [RED], tmp_path,
-                                           smoothing=2.0)[0])
+                                           sigma_voxels=2.0)[0])
     assert len(tri) > 0
     assert_closed_and_oriented(tri)
 
@@ -477,9 +477,9 @@ def test_stl_thick_slices_give_a_smooth_wall_not_a_staircase(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"smoothing": -1.0}, "STL smoothing must be a finite number >= 0, not -1.0"),
-    ({"smoothing": float("nan")}, "STL smoothing must be a finite number >= 0, not nan"),
-    ({"smoothing": "lots"}, "STL smoothing must be a finite number >= 0, not 'lots'"),
+    ({"sigma_voxels": -1.0}, "STL smoothing must be a finite number >= 0, not -1.0"),
+    ({"sigma_voxels": float("nan")}, "STL smoothing must be a finite number >= 0, not nan"),
+    ({"sigma_voxels": "lots"}, "STL smoothing must be a finite number >= 0, not 'lots'"),
     ({"coordinate_system": "XYZ"}, "STL coordinate system must be LPS or RAS, not 'XYZ'"),
 ])
 def test_stl_bad_options(tmp_path, kwargs, message):
@@ -699,11 +699,11 @@ def test_failed_stl_write_leaves_finished_files_only(tmp_path, monkeypatch):
     real = surface.surface_mesh
     calls = []
 
-    def second_fails(mask, matrix, smoothing):
+    def second_fails(mask, matrix, sigma_voxels):
         calls.append(1)
         if len(calls) == 2:
             raise Boom("out of memory")
-        return real(mask, matrix, smoothing)
+        return real(mask, matrix, sigma_voxels)
 
     monkeypatch.setattr(writers, "surface_mesh", second_fails)
     with pytest.raises(Boom):

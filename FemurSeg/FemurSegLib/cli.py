@@ -173,7 +173,7 @@ def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path) -> None:
     stl_dir = _per_input(args.stl, inputs, i, is_file=False)
     if stl_dir is not None:
         written += writers.write_stl(result.labelmap, result.segments, stl_dir,
-                                     smoothing=args.stl_smoothing, overwrite=args.overwrite)
+                                     sigma_voxels=args.stl_smoothing, overwrite=args.overwrite)
     report_dir = _per_input(args.report, inputs, i, is_file=False)
     if report_dir is not None:
         montage.write_report(image, result.labelmap, result.segments, report_dir,

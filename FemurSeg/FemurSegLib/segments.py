@@ -10,12 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-# SNOMED CT codes (coding scheme "SCT"), as in 3D Slicer's "General Anatomy" terminology.
+# SNOMED CT codes (coding scheme "SCT") as in 3D Slicer's terminology context that holds
+# them: the DICOM master list (SegmentationCategoryTypeModifier-DICOM-Master.json in Slicer 5.8
+# and 5.10: Femur 71341001 in category Anatomical Structure 123037004, laterality Right/Left as
+# its modifiers). Slicer's "General Anatomy" list has no Femur.
 CATEGORY_ANATOMICAL_STRUCTURE = ["SCT", "123037004", "Anatomical Structure"]
 TYPE_FEMUR = ["SCT", "71341001", "Femur"]
 MODIFIER_RIGHT = ["SCT", "24028007", "Right"]
 MODIFIER_LEFT = ["SCT", "7771000", "Left"]
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 
 #: Default colours (RGB in 0..1): Slicer's "bone" colour, and a slightly varied pair for sides.
 FEMUR_COLOR = (0.945, 0.839, 0.569)

@@ -1,6 +1,7 @@
 """Closed, volume-preserving triangle surfaces of binary masks, and binary STL files.
 
-Only numpy, scipy, scikit-image and the standard library are used: no VTK, no Slicer.
+Only numpy, scipy, scikit-image (the marching cubes step, which callers may replace) and the
+standard library are used: no VTK, no Slicer.
 """
 
 from __future__ import annotations
@@ -15,14 +16,21 @@ from . import files
 from .errors import InputError
 from .files import PathLike
 
-__all__ = ["surface_mesh", "write_binary_stl", "mesh_volume", "check_smoothing"]
+__all__ = ["surface_mesh", "marching_cubes", "write_binary_stl", "mesh_volume",
+           "check_sigma_voxels", "DEFAULT_SIGMA_VOXELS"]
+
+#: Gaussian smoothing of the signed distance map before contouring: standard deviation in voxels
+#: of each axis (``femurseg segment --stl-smoothing``). Not Slicer's 0..1 closed-surface
+#: smoothing factor, which is a different filter on a different scale.
+DEFAULT_SIGMA_VOXELS = 0.5
 
 
 # ----------------------------------------------------------------------------------------------
 # STL surfaces
 
 
-def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.5):
+def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray,
+                 sigma_voxels: float = DEFAULT_SIGMA_VOXELS, *, contour=None):
     """Closed triangle surface of a binary ``[k, j, i]`` mask, in LPS millimetres.
 
     The surface is a level set of the signed distance map of the mask (millimetres between
@@ -34,7 +42,7 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
       linearly onto slices at most 1.5 x the finest spacing apart: between two 5 mm slices
       whose outlines differ the wall slopes from one outline to the other (shape-based
       interpolation) instead of making a staircase;
-    * a Gaussian of ``smoothing`` voxels (standard deviation along each axis, in that axis's
+    * a Gaussian of ``sigma_voxels`` (standard deviation along each axis, in that axis's
       voxels; 0 = none) rounds off the remaining voxel edges and slice terraces;
     * the level is chosen so that the volume enclosed on the grid equals the voxels' volume
       (first from a count of grid cells, offset at most half the finest spacing; then one
@@ -43,16 +51,20 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
     * marching cubes contours that level; vertices go through the full index -> LPS matrix
       (anisotropic and oblique grids alike) and triangles are ordered with outward normals.
 
-    Returns ``(vertices (N, 3) float64, faces (M, 3) int64)``; ``M == 0`` for an empty mask.
+    ``contour(field, level)`` is the marching-cubes step (default :func:`marching_cubes`, with
+    scikit-image); the Slicer module passes one built on VTK, which Slicer ships (scikit-image
+    it does not). Returns ``(vertices (N, 3) float64, faces (M, 3) int64)``; ``M == 0`` for an
+    empty mask.
     """
-    smoothing = check_smoothing(smoothing)
+    sigma_voxels = check_sigma_voxels(sigma_voxels)
+    contour = marching_cubes if contour is None else contour
     mask = np.asarray(mask, dtype=bool)
     m = np.asarray(ijk_to_lps, dtype=np.float64)
     if not mask.any():
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     spacing = np.linalg.norm(m[:3, :3], axis=0)[::-1]  # per array axis (k, j, i), mm
     fine = float(spacing.min())
-    margin = 2 + int(math.ceil(3 * smoothing))
+    margin = 2 + int(math.ceil(3 * sigma_voxels))
     nonzero = np.nonzero(mask)
     lo = np.array([int(a.min()) for a in nonzero]) - margin
     hi = np.array([int(a.max()) + 1 for a in nonzero]) + margin
@@ -62,9 +74,9 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
     crop[dst] = mask[src]
 
     field, step = _signed_distance(crop, spacing)
-    if smoothing > 0:
+    if sigma_voxels > 0:
         from scipy import ndimage
-        blurred = ndimage.gaussian_filter(field, sigma=smoothing / step, mode="nearest")
+        blurred = ndimage.gaussian_filter(field, sigma=sigma_voxels / step, mode="nearest")
         if blurred.max() > 0.5 * fine:  # else a speck smaller than the blur would vanish
             field = blurred
     # Interpolating and blurring a distance map shrink convex parts a little: contour at the
@@ -73,7 +85,7 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
     cells = min(max(int(round(np.count_nonzero(crop) / float(np.prod(step)))), 1), field.size)
     level = float(np.partition(field, field.size - cells, axis=None)[field.size - cells])
     level = float(np.clip(level, -0.5 * fine, 0.5 * fine))
-    lps, faces = _mesh_at(field, level, step, lo, m)
+    lps, faces = _mesh_at(field, level, step, lo, m, contour)
     # The grid-cell count above is a good first guess; thin parts (a femoral neck across 5 mm
     # slices) can still come out a few percent small. One secant step on the level, with the
     # surface area as the volume's derivative (dV = -area * dlevel), fixes that; the closer mesh
@@ -86,29 +98,41 @@ def surface_mesh(mask: np.ndarray, ijk_to_lps: np.ndarray, smoothing: float = 0.
                                           axis=1).sum())
         if area > 0:
             level2 = float(np.clip(level + (volume - target) / area, -fine, fine))
-            lps2, faces2 = _mesh_at(field, level2, step, lo, m)
+            lps2, faces2 = _mesh_at(field, level2, step, lo, m, contour)
             if len(faces2) and abs(abs(mesh_volume(lps2, faces2)) - target) < abs(volume - target):
                 lps, faces = lps2, faces2
     return lps, faces
 
 
-def _mesh_at(field: np.ndarray, level: float, step: np.ndarray, lo: np.ndarray, m: np.ndarray):
-    """Marching cubes of ``field`` at ``level``: vertices in LPS mm, outward triangles."""
+def marching_cubes(field: np.ndarray, level: float):
+    """Marching cubes (scikit-image) of a ``[k, j, i]`` field at ``level``.
+
+    Returns vertices as fractional voxel indices ``(i, j, k)`` of the field and triangles.
+    """
     from skimage import measure
 
-    level = np.float32(level)
-    while np.any(field == level):  # a grid value on the level makes coincident vertices
-        level = np.nextafter(level, np.float32(np.inf))
     # Contour in (i, j, k) order so that vertices come out as (fractional) voxel indices.
     verts, faces, _, _ = measure.marching_cubes(np.ascontiguousarray(field.transpose(2, 1, 0)),
                                                 level=float(level), allow_degenerate=False)
-    ijk = verts.astype(np.float64) * step[::-1] + lo[::-1]
+    return verts, faces
+
+
+def _mesh_at(field: np.ndarray, level: float, step: np.ndarray, lo: np.ndarray, m: np.ndarray,
+             contour):
+    """``contour`` of ``field`` at ``level``: vertices in LPS mm, outward triangles."""
+    level = np.float32(level)
+    while np.any(field == level):  # a grid value on the level makes coincident vertices
+        level = np.nextafter(level, np.float32(np.inf))
+    verts, faces = contour(field, float(level))
+    if len(faces) == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    ijk = np.asarray(verts, dtype=np.float64) * step[::-1] + lo[::-1]
     lps = ijk @ m[:3, :3].T + m[:3, 3]
     # STL stores float32: weld vertices that float32 cannot tell apart (marching cubes makes
     # such pairs next to grid points on the level) and drop the triangles that collapse.
     lps, inverse = np.unique(lps.astype(np.float32), axis=0, return_inverse=True)
     lps = lps.astype(np.float64)
-    faces = inverse.reshape(-1)[faces].astype(np.int64)
+    faces = inverse.reshape(-1)[np.asarray(faces, dtype=np.int64)]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2])
                   & (faces[:, 2] != faces[:, 0])]
     if mesh_volume(lps, faces) < 0:
@@ -116,13 +140,14 @@ def _mesh_at(field: np.ndarray, level: float, step: np.ndarray, lo: np.ndarray, 
     return lps, faces
 
 
-def check_smoothing(smoothing) -> float:
+def check_sigma_voxels(sigma_voxels) -> float:
+    """``sigma_voxels`` as a float; :class:`InputError` unless finite and >= 0."""
     try:
-        value = float(smoothing)
+        value = float(sigma_voxels)
     except (TypeError, ValueError):
         value = float("nan")
     if not (math.isfinite(value) and value >= 0):
-        raise InputError(f"STL smoothing must be a finite number >= 0, not {smoothing!r}")
+        raise InputError(f"STL smoothing must be a finite number >= 0, not {sigma_voxels!r}")
     return value
 
 

@@ -20,7 +20,7 @@ from . import files, images
 from .errors import InputError
 from .files import PathLike
 from .segments import SegmentSpec
-from .surface import check_smoothing, surface_mesh, write_binary_stl
+from .surface import DEFAULT_SIGMA_VOXELS, check_sigma_voxels, surface_mesh, write_binary_stl
 
 __all__ = ["write_seg_nrrd", "write_labelmap", "write_probability", "write_stl",
            "segment_volumes", "check_labelmap"]
@@ -150,19 +150,19 @@ def write_probability(prob_image: sitk.Image, path: PathLike, overwrite: bool = 
 
 
 def write_stl(labelmap: sitk.Image, segments: Sequence[SegmentSpec], out_dir: PathLike, *,
-              smoothing: float = 0.5, overwrite: bool = False,
+              sigma_voxels: float = DEFAULT_SIGMA_VOXELS, overwrite: bool = False,
               coordinate_system: str = "LPS") -> List[Path]:
     """Write one binary STL surface per non-empty segment as ``<out_dir>/<segment_id>.stl``.
 
     Coordinates are physical millimetres in ``coordinate_system`` "LPS" (3D Slicer's default for
     STL files; the header says ``SPACE=LPS`` as Slicer's own files do) or "RAS". Surfaces are
-    closed with outward normals; see :func:`surface_mesh` for ``smoothing``. Returns the written
-    paths (segments without voxels get no file).
+    closed with outward normals; see :func:`surface_mesh` for ``sigma_voxels`` (the Gaussian
+    smoothing in voxels). Returns the written paths (segments without voxels get no file).
     """
     system = str(coordinate_system).upper()
     if system not in ("LPS", "RAS"):
         raise InputError(f"STL coordinate system must be LPS or RAS, not {coordinate_system!r}")
-    smoothing = check_smoothing(smoothing)
+    sigma_voxels = check_sigma_voxels(sigma_voxels)
     array = check_labelmap(labelmap, segments)
     out = Path(out_dir)
     present = [s for s in segments if np.any(array == s.value)]
@@ -173,7 +173,7 @@ def write_stl(labelmap: sitk.Image, segments: Sequence[SegmentSpec], out_dir: Pa
     if system == "RAS":
         m = np.diag([-1.0, -1.0, 1.0, 1.0]) @ m
     for spec, target in zip(present, targets):
-        vertices, faces = surface_mesh(array == spec.value, m, smoothing)
+        vertices, faces = surface_mesh(array == spec.value, m, sigma_voxels)
         write_binary_stl(vertices, faces, target, overwrite=overwrite,
                          header=f"FemurSeg {spec.name} SPACE={system}")
     return targets

@@ -1,0 +1,420 @@
+"""The module panel (``FemurSeg.py``'s widget) driven without the Slicer application.
+
+No Slicer application runs here, so the Qt side is replaced by small stand-ins: widgets made
+from the names and ``SlicerParameterName`` properties of the real ``.ui`` file, a ``QTimer``
+that the test ticks, and a parameter node wrapper with the API of Slicer 5.8's
+``parameterNodeWrapper`` (``connectGui`` returns no tag there; ``connectParametersToGui`` does).
+MRML (the scene, the parameter node's modified events, the observation mixin) is real, from
+the ``slicer-core`` wheel. What this cannot show: the real Qt widgets and dialogs, and Slicer's
+own wrapper; those need the module's self-test in Slicer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import pathlib
+import sys
+import time
+import types
+import unittest
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from process_helpers import alive, launcher_processes, wait_ended
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "FemurSeg"
+
+try:
+    import slicer
+    import slicer.util as slicer_util
+    HAVE_SLICER = hasattr(slicer, "vtkMRMLScene")
+except ImportError:  # pragma: no cover - depends on the environment
+    HAVE_SLICER = False
+
+pytestmark = [pytest.mark.slicer,
+              pytest.mark.skipif(not HAVE_SLICER, reason="needs the slicer-core wheel "
+                                 "(pip install slicer-core vtk==9.6.2): 'import slicer' failed")]
+
+
+# ----------------------------------------------------------------------------------------------
+# Stand-ins for Qt and for Slicer's scripted-module classes
+
+
+class FakeWidget:
+    """A Qt widget reduced to what the module touches: properties, visibility, enabled state."""
+
+    def __init__(self, name: str, properties=None):
+        self.objectName = name
+        self._properties = dict(properties or {})
+        self.visible = True
+        self.enabledState = True
+        self.enabled = True
+        self.text = ""
+        self.toolTip = ""
+        self.value = 0
+        self.connections = {}
+
+    def property(self, name):
+        return self._properties.get(name)
+
+    def setVisible(self, visible):
+        self.visible = bool(visible)
+
+    def setEnabled(self, enabled):
+        self.enabledState = bool(enabled)
+
+    def setStyleSheet(self, sheet):
+        self.styleSheet = sheet
+
+    def setValue(self, value):
+        self.value = value
+
+    def connect(self, signal, slot):
+        self.connections[signal] = slot
+
+    def setMRMLScene(self, scene):
+        self.scene = scene
+
+
+class FakeComboBox(FakeWidget):
+    def __init__(self, name, properties=None):
+        super().__init__(name, properties)
+        self.items = []  # [label, data, tooltip]
+        self.currentIndex = -1
+
+    @property
+    def count(self):
+        return len(self.items)
+
+    def clear(self):
+        self.items, self.currentIndex = [], -1
+
+    def addItem(self, label, data=None):
+        self.items.append([label, data, None])
+        if self.currentIndex < 0:
+            self.currentIndex = 0
+
+    def setItemData(self, index, value, role):
+        self.items[index][2] = value
+
+    def itemData(self, index, role=None):
+        if not 0 <= index < len(self.items):
+            return None
+        return self.items[index][2] if role is not None else self.items[index][1]
+
+    def findData(self, data):
+        return next((i for i, item in enumerate(self.items) if item[1] == data), -1)
+
+    def blockSignals(self, block):
+        return False
+
+
+def ui_from_file() -> SimpleNamespace:
+    """One stand-in per widget of the real .ui file, with its SlicerParameterName."""
+    widgets = {}
+    for element in ET.parse(MODULE_DIR / "Resources/UI/FemurSeg.ui").iter("widget"):
+        props = {}
+        for prop in element.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                props["SlicerParameterName"] = prop.find("string").text
+        cls = FakeComboBox if element.get("class") == "QComboBox" else FakeWidget
+        widgets[element.get("name")] = cls(element.get("name"), props)
+    del widgets["FemurSeg"]  # the top-level widget is not among childWidgetVariables
+    return SimpleNamespace(**widgets)
+
+
+class FakeTimer:
+    """qt.QTimer: the test calls tick() where Qt's event loop would fire timeout()."""
+
+    def __init__(self):
+        self.active = False
+        self.slot = None
+
+    def setInterval(self, ms):
+        self.interval = ms
+
+    def connect(self, signal, slot):
+        assert signal == "timeout()"
+        self.slot = slot
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def tick(self):
+        if self.active:
+            self.slot()
+
+
+class WrapperLog:
+    """What the module did with its parameter node wrappers."""
+
+    def __init__(self):
+        self.calls = []
+        self.tags = itertools.count(100)
+        self.values = {}  # id(MRML node) -> {parameter: value}
+
+
+def make_parameter_node_wrapper(log: WrapperLog):
+    """``slicer.parameterNodeWrapper.parameterNodeWrapper`` with Slicer 5.8's GUI API."""
+
+    def parameterNodeWrapper(cls):
+        defaults = {}
+        for name, annotation in cls.__annotations__.items():
+            if hasattr(cls, name):
+                defaults[name] = getattr(cls, name)
+            else:
+                defaults[name] = pathlib.Path() if "Path" in str(annotation) else None
+
+        class Wrapper:
+            def __init__(self, parameterNode):
+                object.__setattr__(self, "parameterNode", parameterNode)
+                log.values.setdefault(id(parameterNode), dict(defaults))
+
+            def __getattr__(self, name):
+                values = log.values[id(self.parameterNode)]
+                if name in values:
+                    return values[name]
+                raise AttributeError(name)
+
+            def __setattr__(self, name, value):
+                values = log.values[id(self.parameterNode)]
+                if name not in values:
+                    raise AttributeError(f"no parameter {name!r}")
+                if values[name] != value:
+                    values[name] = value
+                    self.parameterNode.Modified()
+
+            def connectGui(self, gui):  # Slicer 5.8: no tag comes back
+                log.calls.append(("connectGui", id(self.parameterNode)))
+                return None
+
+            def connectParametersToGui(self, mapping):
+                tag = next(log.tags)
+                log.calls.append(("connect", id(self.parameterNode), tuple(sorted(mapping)), tag))
+                return tag
+
+            def disconnectGui(self, tag):
+                log.calls.append(("disconnect", tag))
+
+            def AddObserver(self, event, callback, priority=0.0):
+                return self.parameterNode.AddObserver(event, callback, priority)
+
+            def RemoveObserver(self, tag):
+                self.parameterNode.RemoveObserver(tag)
+
+        Wrapper.__name__ = cls.__name__
+        return Wrapper
+
+    return parameterNodeWrapper
+
+
+@pytest.fixture
+def femurseg(monkeypatch, tmp_path):
+    """FemurSeg.py imported with the stand-ins; returns (module, wrapper log, timers)."""
+    log = WrapperLog()
+    timers = []
+    parameter_nodes = {}
+
+    qt = types.ModuleType("qt")
+    qt.Qt = SimpleNamespace(ToolTipRole=3)
+    qt.QEventLoop = SimpleNamespace(AllEvents=0)
+
+    def make_timer():
+        timers.append(FakeTimer())
+        return timers[-1]
+
+    qt.QTimer = make_timer
+
+    wrapper_module = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper_module.parameterNodeWrapper = make_parameter_node_wrapper(log)
+    wrapper_module.Choice = lambda choices: ("Choice", tuple(choices))
+    wrapper_module.WithinRange = lambda low, high: ("WithinRange", low, high)
+
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def getParameterNode(self):
+            scene = slicer.mrmlScene
+            if id(scene) not in parameter_nodes:
+                parameter_nodes[id(scene)] = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+            return parameter_nodes[id(scene)]
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent=None):
+            self.parent = parent or SimpleNamespace(isEntered=True)
+            self.layout = SimpleNamespace(addWidget=lambda widget: None)
+
+        def setup(self):
+            pass
+
+        def resourcePath(self, name):
+            return str(MODULE_DIR / "Resources" / name)
+
+    scripted.ScriptedLoadableModule = ScriptedLoadableModule
+    scripted.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+    scripted.ScriptedLoadableModuleWidget = ScriptedLoadableModuleWidget
+    scripted.ScriptedLoadableModuleTest = unittest.TestCase
+
+    util = types.ModuleType("slicer.util")
+    util.VTKObservationMixin = slicer_util.VTKObservationMixin  # the real one
+    ui = ui_from_file()
+    util.loadUI = lambda path: FakeWidget("FemurSeg")
+    util.childWidgetVariables = lambda widget: ui
+
+    @contextmanager
+    def wait_cursor():
+        yield
+
+    util.WaitCursor = wait_cursor
+
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper_module)
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
+    monkeypatch.setitem(sys.modules, "slicer.util", util)
+    monkeypatch.setattr(slicer, "util", util, raising=False)
+    monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
+    monkeypatch.setattr(slicer, "app", SimpleNamespace(
+        temporaryPath=str(tmp_path), defaultScenePath=str(tmp_path),
+        processEvents=lambda *args: None), raising=False)
+    monkeypatch.syspath_prepend(str(MODULE_DIR))
+    spec = importlib.util.spec_from_file_location("FemurSeg", MODULE_DIR / "FemurSeg.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "FemurSeg", module)
+    spec.loader.exec_module(module)
+    return module, log, timers
+
+
+def model_folder(root: Path, name: str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture
+def widget(femurseg, tmp_path, monkeypatch):
+    """The module panel after setup(), with one bundled model listed."""
+    module, log, timers = femurseg
+    bundled = model_folder(tmp_path / "Models", "femur-t1-coronal")
+    card = {"name": "femur-t1-coronal", "version": "0.2.0", "description": "Test card."}
+    monkeypatch.setattr(module.FemurSegLogic, "availableModels", staticmethod(
+        lambda: [SimpleNamespace(name="femur-t1-coronal", path=bundled, card=card)]))
+    panel = module.FemurSegWidget()
+    panel.setup()
+    yield SimpleNamespace(panel=panel, module=module, log=log, timers=timers, bundled=bundled)
+    panel.cleanup()  # as Slicer does on exit: no observer may outlive the panel
+    assert panel.Observations == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The tests
+
+
+def test_gui_is_connected_once_over_module_entries(widget):
+    """On Slicer 5.8 and 5.10 each connect/disconnect pair leaves an observer behind (and on
+    5.8 connectGui returns no tag to disconnect with): entering the module again must not
+    connect again."""
+    panel, log = widget.panel, widget.log
+    for _ in range(5):
+        panel.exit()
+        panel.enter()
+    connects = [c for c in log.calls if c[0] in ("connect", "connectGui")]
+    assert len(connects) == 1 and connects[0][0] == "connect"
+    assert [c for c in log.calls if c[0] == "disconnect"] == []
+    bound = {w.property("SlicerParameterName") for w in vars(panel.ui).values()
+             if w.property("SlicerParameterName")}
+    assert set(connects[0][2]) == bound and "stlSmoothing" in bound
+    # A new parameter node (scene closed): disconnected with the tag connect returned.
+    panel.onSceneStartClose(None, None)
+    assert log.calls[-1] == ("disconnect", connects[0][3])
+    panel.onSceneEndClose(None, None)
+    assert [c[0] for c in log.calls].count("connect") == 2
+
+
+def test_saved_model_that_is_gone_becomes_a_folder_choice(widget, tmp_path):
+    """The combo box shows "Model folder..." for a model that is no longer listed: the
+    parameter follows (no dead path is kept or sent), and the folder widgets show."""
+    panel, module = widget.panel, widget.module
+    p = panel._parameterNode
+    assert p.model == str(widget.bundled)  # first visit: the default bundled model
+    assert not panel.ui.modelFolderButton.visible
+    p.model = str(tmp_path / "old-extension" / "femur-t1-coronal")
+    assert p.model == ""
+    combo = panel.ui.modelComboBox
+    assert combo.items[combo.currentIndex][0] == module.MODEL_FOLDER_ITEM
+    assert panel.ui.modelFolderButton.visible and panel.ui.modelFolderLabel.visible
+    assert panel.ui.statusLabel.text == (f"The model {tmp_path / 'old-extension' / 'femur-t1-coronal'}"
+                                         " is no longer installed: choose a model.")
+    p.inputVolume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "hip")
+    with pytest.raises(module.FemurSegError, match=r"^not a FemurSeg model folder \(no "
+                                                   r"model\.json\): "):
+        module.FemurSegLogic.jobOptions(p)
+    # A saved model that is no longer listed but still is a model folder: kept as the folder.
+    own = model_folder(tmp_path / "mine", "femur-3d")
+    p.model = str(own)
+    assert (p.model, str(p.modelFolder)) == ("", str(own))
+    assert module.FemurSegLogic.jobOptions(p).model == str(own)
+
+
+@pytest.fixture
+def launcher(tmp_path):
+    yield from launcher_processes(tmp_path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups (Windows: taskkill /T)")
+def test_cancel_in_the_panel_ends_the_launcher_and_its_child(widget, launcher, tmp_path):
+    panel = widget.panel
+    command, pid_files = launcher
+    cleaned = []
+    job = SimpleNamespace(command=command, env=None, cwd=tmp_path,
+                          cleanup=lambda: cleaned.append(all(not alive(int(f.read_text()))
+                                                             for f in pid_files[:1])))
+    panel._job = job
+    panel._startProcess(job)
+    assert panel.ui.cancelButton.enabled and not panel.ui.applyButton.enabled
+    (timer,) = widget.timers
+    deadline = time.monotonic() + 30
+    while panel.ui.statusLabel.text != "started" and time.monotonic() < deadline:
+        timer.tick()
+        time.sleep(0.05)
+    assert panel.ui.statusLabel.text == "started" and panel.ui.progressBar.value == 1
+    panel.onCancelButton()
+    launcher_pid, child_pid = [int(f.read_text()) for f in pid_files]
+    assert not alive(launcher_pid)
+    assert wait_ended([child_pid], seconds=2.0) == []
+    assert cleaned == [True]  # the temporary files went after the launcher had ended
+    assert panel.ui.statusLabel.text == "Cancelled."
+    assert panel._process is None and not timer.active
+    assert panel.ui.applyButton.enabled is False  # no input volume selected
+    assert not panel.ui.cancelButton.enabled
+
+
+def test_failed_run_shows_the_clis_one_line_error(widget, tmp_path):
+    panel = widget.panel
+    script = tmp_path / "cli.py"
+    script.write_text("import sys\nprint('PROGRESS 5 reading', flush=True)\n"
+                      "sys.stderr.write('error: input image hip.nrrd is blank\\n')\nsys.exit(2)\n")
+    job = SimpleNamespace(command=[sys.executable, str(script)], env=None, cwd=tmp_path,
+                          cleanup=lambda: None)
+    panel._job = job
+    panel._startProcess(job)
+    (timer,) = widget.timers
+    deadline = time.monotonic() + 30
+    while panel._process is not None and time.monotonic() < deadline:
+        timer.tick()
+        time.sleep(0.05)
+    assert panel.ui.statusLabel.text == "input image hip.nrrd is blank"
+    assert panel.ui.statusLabel.styleSheet == "color: #c62828;"
