@@ -265,8 +265,9 @@ def test_budget_script_trains_evaluates_and_exports(tmp_path):
     env = {**os.environ, "PY": sys.executable, "DATA": str(data), "CONFIG": str(cfg),
            "MINUTES": "0.02", "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "model"),
            "DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    # bytes decoded as UTF-8 explicitly: an earlier test may leave the process locale at C
     res = subprocess.run(["bash", str(root / "scripts" / "train_on_budget.sh")], env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "model folder:" in res.stdout
     run = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
