@@ -13,6 +13,9 @@ from conftest import real_data_dir
 from FemurSegLib import phantom as P
 from FemurSegLib.errors import InputError, OutputExistsError
 from FemurSegLib.images import read_image, read_label, same_grid
+from FemurSegLib.phantom.anatomy import Femur
+from FemurSegLib.phantom.rendering import Canvas, Grid
+from FemurSegLib.phantom.shapes import rotation_matrix, sphere
 
 SMALL = dict(size=(96, 96, 16), spacing=(3.6, 3.6, 5.2))
 
@@ -187,17 +190,18 @@ def shaft_edge_profile(image: sitk.Image, labels: sitk.Image) -> np.ndarray:
     p995 = np.percentile(img, 99.5)
     box = femur_box(lab)
     img, fem = img[box], lab[box] == P.FEMUR
-    sp = image.GetSpacing()[0]
+    pixel_mm = image.GetSpacing()[0]
     dist = np.full(img.shape, 99.0)
     for k in range(fem.shape[0]):
         if fem[k].any():
-            dist[k] = (ndimage.distance_transform_edt(~fem[k]) - ndimage.distance_transform_edt(fem[k])) * sp
+            dist[k] = (ndimage.distance_transform_edt(~fem[k])
+                       - ndimage.distance_transform_edt(fem[k])) * pixel_mm
     shaft = np.zeros(img.shape, bool)
     half = img.shape[2] // 2
     for side in (slice(0, half), slice(half, None)):
         rows = np.nonzero(fem[:, :, side].any(axis=(0, 2)))[0]
         if rows.size:
-            shaft[:, rows.min() + int(95 / sp):, side] = True
+            shaft[:, rows.min() + int(95 / pixel_mm):, side] = True
     out = []
     for d in EDGE_BINS:
         sel = shaft & (dist >= d) & (dist < d + 1) & (img > 0)
@@ -243,23 +247,24 @@ def test_femur_mask_ends_inside_the_dark_cortical_band(full):
 
 def test_cortex_is_thick_on_the_shaft_and_calcar_thin_at_head_and_trochanter():
     """Known-answer: the cortex thickness function of the femur model (mirrored frame, mm)."""
-    sp = dict(P.sample_parameters(0)["right"])
-    femur = P._Femur(88.0, sp)
+    side_params = dict(P.sample_parameters(0)["right"])
+    femur = Femur(88.0, side_params)
     H, s, lat, neck = femur.head, femur.shaft, femur.lateral, femur.neck
 
     def thickness(point):
         q = tuple(np.array([c], dtype=np.float32) for c in point)
         return float(femur.cortex_thickness(q)[0])
 
-    assert thickness(H + 0.9 * femur.r_head * np.array([0.0, 0.0, 1.0])) == pytest.approx(sp["head_cortex"])
-    assert thickness(H + 120.0 * s + femur.r_shaft * lat) == pytest.approx(sp["shaft_cortex"])
+    assert (thickness(H + 0.9 * femur.r_head * np.array([0.0, 0.0, 1.0]))
+            == pytest.approx(side_params["head_cortex"]))
+    assert thickness(H + 120.0 * s + femur.r_shaft * lat) == pytest.approx(side_params["shaft_cortex"])
     assert thickness(femur.trochanter + 11.0 * lat) < 2.5  # thin over the greater trochanter
     # the calcar: thick on the lower (inferomedial) side of the neck base, thin on its upper side
     base = femur.junction + 6.0 * neck
     down = s - (s @ neck) * neck
     down /= np.linalg.norm(down)
-    assert thickness(base + 13.0 * down) == pytest.approx(sp["calcar_cortex"], rel=1e-5)
-    assert thickness(base - 13.0 * down) == pytest.approx(sp["head_cortex"], rel=1e-5)
+    assert thickness(base + 13.0 * down) == pytest.approx(side_params["calcar_cortex"], rel=1e-5)
+    assert thickness(base - 13.0 * down) == pytest.approx(side_params["head_cortex"], rel=1e-5)
 
 
 def test_marrow_texture_is_fine_and_faint(full):
@@ -334,11 +339,11 @@ def test_corners_outside_the_corrected_field_of_view_are_zero(full):
 def test_partial_volume_of_a_sphere_adds_up_to_its_volume(spacing):
     """Known answer: the fractions of a sphere of radius 20 mm sum to 4/3 pi r^3."""
     size = tuple(int(round(100 / s)) for s in spacing)
-    direction = P._rotation([1, 2, 3], 11.0) @ P.LIP_DIRECTION  # oblique on purpose
+    direction = rotation_matrix([1, 2, 3], 11.0) @ P.LIP_DIRECTION  # oblique on purpose
     origin = -direction @ (np.asarray(spacing) * (np.asarray(size) - 1) / 2 + 0.37)
-    grid = P._Grid(size, spacing, direction, origin, np.eye(3), np.zeros(3))
-    canvas = P._Canvas(grid)
-    canvas.paint(grid.full(), lambda q: P._sphere(q, (1.3, -2.1, 0.7), 20.0), 1.0, "marrow",
+    grid = Grid(size, spacing, direction, origin, np.eye(3), np.zeros(3))
+    canvas = Canvas(grid)
+    canvas.paint(grid.full(), lambda q: sphere(q, (1.3, -2.1, 0.7), 20.0), 1.0, "marrow",
                  label=1)
     voxel = float(np.prod(spacing))
     exact = 4.0 / 3.0 * math.pi * 20.0 ** 3
