@@ -7,6 +7,14 @@ from pathlib import Path
 import pytest
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hip-mri-t1"
+#: PyTorch is optional (`[torch]` or `[train]`; development pins it in the Makefile): the tests
+#: that train, export or run the fallback engine skip with this reason without it.
+TORCH_MISSING = "needs PyTorch, which [test] does not install: pip install torch (or femurseg[train])"
+
+
+def require_torch():
+    """The torch module, or a skip with :data:`TORCH_MISSING` when it is not installed."""
+    return pytest.importorskip("torch", reason=TORCH_MISSING)
 
 
 def real_data_dir() -> Path:
@@ -18,7 +26,7 @@ def real_data_dir() -> Path:
 
 def make_tiny_model(out_dir: Path, *, kind: str = "3d", seed: int = 0, threshold=None) -> Path:
     """A small, randomly initialised model folder (with .pt and .onnx) for end-to-end tests."""
-    import torch
+    torch = require_torch()
 
     from FemurSegLib.networks import build_network
     from FemurSegTraining.cards import make_card

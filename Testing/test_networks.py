@@ -1,7 +1,10 @@
 """Network shapes for the paper's configurations, initialisation, and the 2D geometry."""
 
 import pytest
-import torch
+
+from conftest import require_torch
+
+torch = require_torch()
 
 from FemurSegLib.networks import SoftmaxHead, UNet2D, UNet3D, build_network, default_pooling
 

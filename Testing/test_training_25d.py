@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+
+from conftest import require_torch
+
+torch = require_torch()
 
 from FemurSegLib.inference import predict_slices, slice_stack
 from FemurSegLib.networks import UNet25D, build_network

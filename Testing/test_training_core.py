@@ -7,7 +7,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
+
+from conftest import require_torch
+
+torch = require_torch()
 
 from FemurSegLib import metrics
 from FemurSegLib.errors import FemurSegError

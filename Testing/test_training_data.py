@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from FemurSegTraining.cli import main
 from FemurSegTraining.data import DatasetError, load_dataset
 
+from conftest import require_torch
 from training_helpers import make_dataset, write_config
 
 
@@ -46,6 +47,7 @@ def _unreadable(root):
     (_unreadable, "case01: cannot read image"),
 ])
 def test_bad_case_reported_with_its_name_before_training(tmp_path, capsys, damage, message):
+    require_torch()  # `cv` imports torch before it checks the data
     root = make_dataset(tmp_path / "ds", 3)
     damage(root)
     with pytest.raises(DatasetError) as err:
@@ -87,6 +89,8 @@ def test_foreground_by_name_or_value(tmp_path):
     (["cv", "no_such_config"], "unknown config 'no_such_config'"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
+    if argv[0] == "export":
+        require_torch()  # export imports torch before it looks at the run folder
     code = main([a.format(tmp=tmp_path) for a in argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1

@@ -6,7 +6,11 @@ import json
 import sys
 
 import pytest
-import torch
+
+from conftest import require_torch
+
+torch = require_torch()
+
 import torch.distributed as dist
 import torch.multiprocessing as mp
 

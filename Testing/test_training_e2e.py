@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
+
+from conftest import require_torch
+
+torch = require_torch()
 
 from FemurSegLib.cli import main as femurseg
 from FemurSegLib.metrics import dice

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 
 import pytest
-import torch
+
+from conftest import require_torch
+
+torch = require_torch()
 
 from FemurSegLib.errors import FemurSegError
 from FemurSegTraining.config import load_config
