@@ -56,7 +56,9 @@ def read_image(path: PathLike, *, what: str = "image", check_finite: bool = True
     if not p.exists():
         raise InputError(f"{what} not found: {p}")
     if p.is_dir():
-        image = _read_dicom_dir(p, what)
+        from .dicom import read_dicom_folder
+
+        image = read_dicom_folder(p)
     else:
         if image_suffix(p) is None:
             raise InputError(
@@ -102,26 +104,6 @@ def validate_image(image: sitk.Image, *, what: str = "image", check_finite: bool
             lo, hi = np.nanmin(arr), np.nanmax(arr)
             if lo == hi:
                 raise InputError(f"{what} is blank: every voxel has the value {lo}")
-
-
-def _read_dicom_dir(folder: Path, what: str) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    try:
-        series_ids = reader.GetGDCMSeriesIDs(str(folder)) or []
-    except RuntimeError as exc:
-        raise InputError(f"cannot scan DICOM folder {folder}: {_itk_message(exc)}") from None
-    if not series_ids:
-        raise InputError(f"no DICOM series found in folder {folder}")
-    files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
-    best = max(series_ids, key=lambda sid: len(files_per_series[sid]))
-    if len(series_ids) > 1:
-        log.warning("%s holds %d DICOM series; using the largest (%s, %d files)", folder,
-                    len(series_ids), best, len(files_per_series[best]))
-    reader.SetFileNames(files_per_series[best])
-    try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series in {folder}: {_itk_message(exc)}") from None
 
 
 def _itk_message(exc: BaseException) -> str:
