@@ -22,7 +22,7 @@ from .errors import FemurSegError, InputError
 
 log = logging.getLogger("femurseg")
 
-OUTPUT_FORMATS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+OUTPUT_FORMATS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,21 +73,29 @@ def _say(args, message: str) -> None:
 
 
 def _output_plan(inputs: List[Path], output: Path, fmt: Optional[str]) -> List[Path]:
-    from .images import image_suffix, strip_image_suffix
+    from .images import strip_image_suffix
 
-    single_file = len(inputs) == 1 and image_suffix(output) is not None and not output.is_dir()
+    single_file = len(inputs) == 1 and _output_suffix(output) is not None and not output.is_dir()
     if single_file:
-        if image_suffix(output) not in OUTPUT_FORMATS:
+        if _output_suffix(output) not in OUTPUT_FORMATS:
             raise InputError(f"unknown output format: {output.name} "
                              f"(use {', '.join(OUTPUT_FORMATS)})")
         return [output]
-    if image_suffix(output) is not None and not output.is_dir():
+    if _output_suffix(output) is not None and not output.is_dir():
         raise InputError(f"{len(inputs)} inputs need an output folder, not the file {output}")
     fmt = fmt or ".seg.nrrd"
     names = [strip_image_suffix(p) if not p.is_dir() else p.name for p in inputs]
     if len(set(names)) != len(names):
         raise InputError("two inputs have the same name; segment them into different folders")
     return [output / f"{n}{fmt}" for n in names]
+
+
+def _output_suffix(path: Path) -> Optional[str]:
+    """The ending of an output file: an image ending, or .dcm (a DICOM Segmentation)."""
+    from .dicomseg import DICOM_SUFFIX
+    from .images import image_suffix
+
+    return image_suffix(path) or (DICOM_SUFFIX if path.name.lower().endswith(DICOM_SUFFIX) else None)
 
 
 def _per_input(base: Optional[str], inputs: List[Path], index: int, *, is_file: bool,
@@ -122,9 +130,11 @@ def cmd_segment(args) -> int:
     for i in range(len(inputs)):
         prob = _per_input(args.probabilities, inputs, i, is_file=True, suffix="_probability.nrrd")
         if prob is not None:
-            if len(inputs) == 1 and images.image_suffix(prob) is None:
+            if len(inputs) == 1 and _output_suffix(prob) is None:
                 raise InputError(f"unknown probability map format: {prob.name}")
             planned.append(prob)
+    series = _dicom_plan(args, inputs, outputs)
+    planned += [d for i in range(len(inputs)) for d in [_dicom_seg_path(args, inputs, i)] if d]
     if not args.overwrite:
         for p in planned:
             if p.exists():
@@ -146,28 +156,35 @@ def cmd_segment(args) -> int:
                f"{'on' if segmenter.tta else 'off'}) loaded in "
                f"{time.perf_counter() - t0:.1f} s")
     for i, (src, dst) in enumerate(zip(inputs, outputs)):
-        _segment_one(args, segmenter, inputs, i, src, dst)
+        _segment_one(args, segmenter, inputs, i, src, dst, series[i])
     return 0
 
 
-def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path) -> None:
+def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path, series) -> None:
     from . import images, montage, writers
 
     t0 = time.perf_counter()
-    image = images.read_image(src, what="input image")
+    image = _read_input(src, series)
     progress = _Progress("none" if args.quiet and args.progress != "lines" else args.progress,
                          images.strip_image_suffix(src) if not src.is_dir() else src.name)
     try:
         result = segmenter.segment(image, progress=progress)
     finally:
         progress.close()
-    if images.image_suffix(dst) == ".seg.nrrd":
+    if _output_suffix(dst) == ".dcm":
+        _write_dicom(args, segmenter, result, series, dst, probability=False)
+    elif images.image_suffix(dst) == ".seg.nrrd":
         writers.write_seg_nrrd(result.labelmap, result.segments, dst, overwrite=args.overwrite)
     else:
         writers.write_labelmap(result.labelmap, dst, overwrite=args.overwrite)
     written = [dst]
+    dicom_seg = _dicom_seg_path(args, inputs, i)
+    if dicom_seg is not None:
+        written.append(_write_dicom(args, segmenter, result, series, dicom_seg, probability=False))
     prob = _per_input(args.probabilities, inputs, i, is_file=True, suffix="_probability.nrrd")
-    if prob is not None:
+    if prob is not None and _output_suffix(prob) == ".dcm":
+        written.append(_write_dicom(args, segmenter, result, series, prob, probability=True))
+    elif prob is not None:
         writers.write_probability(result.probability, prob, overwrite=args.overwrite)
         written.append(prob)
     stl_dir = _per_input(args.stl, inputs, i, is_file=False)
@@ -188,6 +205,77 @@ def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path) -> None:
                      for s in result.segments)
     _say(args, f"{src.name}: {vols} (threshold {result.threshold:.2f}) -> "
                f"{', '.join(str(w) for w in written)} [{time.perf_counter() - t0:.1f} s]")
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM input and DICOM Segmentation outputs (issue 11): the series of each DICOM folder is chosen
+# and every .dcm output checked before the model is loaded.
+
+
+def _dicom_seg_path(args, inputs: List[Path], index: int) -> Optional[Path]:
+    return _per_input(args.dicom_seg, inputs, index, is_file=True, suffix=".dcm")
+
+
+def _dicom_plan(args, inputs: List[Path], outputs: List[Path]) -> list:
+    """The chosen series of each input (None when it is not a DICOM folder); refuses .dcm outputs
+    of inputs that are not DICOM, ``--series`` without DICOM input, and a missing ``dicom`` extra."""
+    from . import dicom, dicomseg
+
+    if args.dicom_seg and len(inputs) == 1 and _output_suffix(Path(args.dicom_seg)) != ".dcm":
+        raise InputError(f"--dicom-seg writes a DICOM file ending in .dcm, not {args.dicom_seg}")
+    chosen, wanted = [], False
+    for i, (src, dst) in enumerate(zip(inputs, outputs)):
+        dicom_outputs = [p for p in (dst, _dicom_seg_path(args, inputs, i),
+                                     _per_input(args.probabilities, inputs, i, is_file=True,
+                                                suffix="_probability.nrrd"))
+                         if p is not None and _output_suffix(p) == dicomseg.DICOM_SUFFIX]
+        if len(set(dicom_outputs)) < len(dicom_outputs):
+            raise InputError(f"two DICOM outputs are the same file: {dicom_outputs[-1]}")
+        if not src.is_dir():
+            if dicom_outputs:
+                raise InputError(f"{dicom_outputs[0].name}: a DICOM Segmentation needs a DICOM "
+                                 f"series as input, and {src.name} is not a DICOM folder")
+            chosen.append(None)
+            continue
+        scan = dicom.find_series(src)
+        for note in scan.notes:
+            _say(args, f"note: {src.name}: {note}")
+        chosen.append(dicom.choose_series(scan, args.series))
+        wanted = wanted or bool(dicom_outputs)
+    if args.series is not None and not any(chosen):
+        raise InputError("--series chooses a DICOM series, but no input is a DICOM folder")
+    if wanted:
+        dicomseg.require()
+    return chosen
+
+
+def _read_input(src: Path, series):
+    from . import dicom, images
+
+    if series is None:
+        return images.read_image(src, what="input image")
+    image = dicom.read_series(series)
+    images.validate_image(image, what=f"input image {src.name} ({series.name})")
+    return image
+
+
+def _write_dicom(args, segmenter, result, series, path: Path, *, probability: bool) -> Path:
+    from . import dicomseg
+
+    creator = dicomseg.Creator(segmenter.model.name, str(segmenter.model.card.get("version", "")))
+    if probability:
+        return dicomseg.write_dicom_probability(result.probability, segmenter.model.segments(False)[0],
+                                                series, path, creator=creator,
+                                                overwrite=args.overwrite)
+    return dicomseg.write_dicom_seg(result.labelmap, result.segments, series, path,
+                                    creator=creator, overwrite=args.overwrite)
+
+
+def cmd_dicom_series(args) -> int:
+    from .dicom import find_series, series_table
+
+    print(series_table(find_series(args.folder)))
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image file (.nii.gz, .nii, .nrrd, .mha, .mhd), DICOM folder, or folder of images")
     s.add_argument("-o", "--output", required=True, metavar="OUTPUT|DIR",
-                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha), "
-                        "or a folder")
+                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha, or .dcm: "
+                        "a DICOM Segmentation of a DICOM input), or a folder")
     s.add_argument("--format", choices=OUTPUT_FORMATS, help="file type written into an output "
                    "folder (default .seg.nrrd)")
     s.add_argument("--model", metavar="NAME|DIR", help="model name or folder (default: the "
@@ -278,7 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime (default) or the PyTorch fallback")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
     s.add_argument("--probabilities", metavar="PATH|DIR", help="also write the femur "
-                   "probability map (float32, input grid)")
+                   "probability map (float32, input grid; x.dcm: a FRACTIONAL DICOM Segmentation)")
+    s.add_argument("--series", metavar="NUMBER|UID", help="the DICOM series to segment (Series "
+                   "Number or Series Instance UID; default: the largest; see dicom-series)")
+    s.add_argument("--dicom-seg", metavar="PATH|DIR", help="also write a DICOM Segmentation of "
+                   "a DICOM input (.dcm)")
     s.add_argument("--stl", metavar="DIR", help="also write one STL surface per segment (LPS mm)")
     s.add_argument("--stl-smoothing", type=float, default=0.5, metavar="S",
                    help="surface smoothing in voxels (0 = none; default 0.5)")
@@ -298,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", default="bar", choices=["bar", "lines", "none"],
                    help="progress display: a bar, 'PROGRESS <pct> <msg>' lines on stderr, or none")
     s.set_defaults(func=cmd_segment)
+
+    d = sub.add_parser("dicom-series", help="list the DICOM image series under a folder")
+    d.add_argument("folder", metavar="DIR")
+    d.set_defaults(func=cmd_dicom_series)
 
     m = sub.add_parser("models", help="list installed and bundled models with their cards")
     m.add_argument("--json", action="store_true", help="print the cards as JSON")
