@@ -15,7 +15,10 @@ modelfolder    the model-folder contract: model.json card, checksums, lookup of 
 writers        .seg.nrrd, label maps, probability maps, STL files
 surface        closed, volume-preserving surfaces of masks and binary STL
 montage        the PNG quality-control report and volumes JSON
-phantom        seeded synthetic hip MR phantom with ground truth
+phantom        seeded synthetic hip MR phantom with ground truth (a package: shapes, anatomy,
+               calibration, rendering, build)
+dicom          DICOM input: image series found in a folder tree, listed, chosen and read
+dicomseg       DICOM Segmentation output (highdicom: the optional extra femurseg[dicom])
 cli            the `femurseg` command line
 """
 
