@@ -37,6 +37,8 @@ NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set",
     "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF",
 }
+#: Direction cosines that differ by less than this belong to the same orientation.
+SAME_ORIENTATION = 1e-4
 #: Two slices closer than this along the normal (mm) are at the same position.
 SAME_POSITION_MM = 1e-3
 #: Slice gaps may differ from their mean by this fraction before a series counts as uneven.
@@ -149,7 +151,7 @@ def find_series(folder: PathLike) -> Scan:
     not_dicom: List[Path] = []
     objects: Dict[str, List[str]] = {}          # SOP class name -> series names
     multiframe: List[Path] = []
-    slices: Dict[Tuple[str, Tuple[float, ...]], List[Tuple[Path, Dict[str, str]]]] = {}
+    groups: Dict[str, List[List[tuple]]] = {}  # series UID -> slices grouped by orientation
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         header = _header(path)
         if header is None:
@@ -167,10 +169,15 @@ def find_series(folder: PathLike) -> Scan:
             objects.setdefault(f"image without position ({header['modality'] or 'unknown'})",
                                []).append(label)
         else:
-            key = (header["series"], tuple(round(v, 4) for v in orientation))
-            slices.setdefault(key, []).append((path, {**header, "_position": position,
-                                                      "_orientation": orientation}))
-    series, other_orientation = _group(slices)
+            member = (path, {**header, "_position": position, "_orientation": orientation})
+            same_series = groups.setdefault(header["series"], [])
+            for group in same_series:
+                if np.allclose(group[0][1]["_orientation"], orientation, rtol=0, atol=SAME_ORIENTATION):
+                    group.append(member)
+                    break
+            else:
+                same_series.append([member])
+    series, other_orientation = _group(groups)
     notes = _notes(root, not_dicom, objects, multiframe, other_orientation)
     if not series:
         raise InputError(f"no DICOM image series found in folder {root}"
@@ -179,15 +186,12 @@ def find_series(folder: PathLike) -> Scan:
     return Scan(root, tuple(series), tuple(notes))
 
 
-def _group(slices) -> Tuple[List[Series], List[Tuple[Series, int]]]:
+def _group(by_series: Dict[str, List[List[tuple]]]) -> Tuple[List[Series], List[Tuple[Series, int]]]:
     """One :class:`Series` per Series Instance UID from its largest orientation group; the other
     orientation groups (localizers) are counted per series."""
-    by_uid: Dict[str, List[list]] = {}
-    for (uid, _), members in slices.items():
-        by_uid.setdefault(uid, []).append(members)
     series, other = [], []
-    for uid, groups in by_uid.items():
-        groups.sort(key=len, reverse=True)
+    for uid, groups in by_series.items():
+        groups = sorted(groups, key=len, reverse=True)  # largest orientation group first
         members = groups[0]
         first = members[0][1]
         orientation = first["_orientation"]
