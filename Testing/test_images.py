@@ -1,6 +1,7 @@
 """Image I/O: formats, geometry round trips, validation errors, atomic non-overwriting writes."""
 
 import json
+import locale
 
 import numpy as np
 import pytest
@@ -26,7 +27,27 @@ def test_roundtrip_keeps_geometry_and_voxels(tmp_path, suffix):
 
 
 def test_dicom_folder_reads_largest_series(tmp_path):
-    img = sitk.Cast(oblique_image(blob((4, 16, 16)) * 100, tilt=0.0), sitk.sitkInt16)
+    """A flat folder written by SimpleITK's own DICOM writer (the path that needs no extra)."""
+    # GDCM's writer leaves the process in the C locale (LC_ALL=C): later tests that decode a
+    # subprocess's text output as the locale's encoding would then read UTF-8 as ASCII
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_two_series_with_gdcm(tmp_path)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+    img = _two_series_image()
+    back = images.read_image(tmp_path)
+    assert back.GetSize() == (16, 16, 4)
+    np.testing.assert_allclose(back.GetSpacing(), img.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(back.GetOrigin(), img.GetOrigin(), atol=1e-3)
+
+
+def _two_series_image():
+    return sitk.Cast(oblique_image(blob((4, 16, 16)) * 100, tilt=0.0), sitk.sitkInt16)
+
+
+def _write_two_series_with_gdcm(tmp_path):
+    img = _two_series_image()
     for sid, n in (("1.2.3.1", 4), ("1.2.3.2", 2)):
         for z in range(n):
             sl = img[:, :, z]
@@ -42,10 +63,6 @@ def test_dicom_folder_reads_largest_series(tmp_path):
             writer.KeepOriginalImageUIDOn()
             writer.SetFileName(str(tmp_path / f"{sid}_{z}.dcm"))
             writer.Execute(sl)
-    back = images.read_image(tmp_path)
-    assert back.GetSize() == (16, 16, 4)
-    np.testing.assert_allclose(back.GetSpacing(), img.GetSpacing(), atol=1e-4)
-    np.testing.assert_allclose(back.GetOrigin(), img.GetOrigin(), atol=1e-3)
 
 
 @pytest.mark.parametrize("name,content,message", [
