@@ -240,8 +240,8 @@ def render(grid: Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray, n
     # many small muscles (and fat planes) around the hips, few big ones along the thighs
     hip_region = np.clip((q[2] + np.float32(90.0)) * np.float32(1.0 / 40.0), 0.0, 1.0)
     del q
-    cv.paint(full, lambda _: skin, v["skin"], "skin")
-    cv.paint(full, lambda _: skin + np.float32(1.5), v["fat"] * (1.0 + 0.035 * fine), "fat")
+    cv.paint(full, lambda _, skin=skin: skin, v["skin"], "skin")
+    cv.paint(full, lambda _, skin=skin: skin + np.float32(1.5), v["fat"] * (1.0 + 0.035 * fine), "fat")
     muscle = v["muscle"] * (1.0 + 0.12 * streak + 0.05 * fine + 0.07 * patch_field)
     # fat planes between the muscles, and thin septa within them
     femurs = [(-1, Femur(a, p["right"])), (1, Femur(a, p["left"]))]
@@ -261,7 +261,7 @@ def render(grid: Grid, p: dict, rng: np.random.Generator) -> Tuple[np.ndarray, n
             femur_sdf[side] = (fbox, F)
             fat_weight[fbox] *= np.clip((F - 1.0) * (1.0 / 4.0), 0.0, 1.0)
     muscle += fat_weight * (np.float32(v["fat"]) * (1.0 + 0.035 * fine) - muscle)
-    cv.paint(full, lambda _: deep, muscle, "muscle")
+    cv.paint(full, lambda _, deep=deep: deep, muscle, "muscle")
     cv.tissues[(cv.tissues == TISSUES["muscle"]) & (fat_weight > 0.5)] = TISSUES["fat"]
     del skin, deep, fat_weight
 
