@@ -184,7 +184,8 @@ def robust_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def augment_sample(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: dict):
     """Left-right flip (the paper's augmentation), plus optional intensity changes: mild
     (``intensity``), SynthSeg-like look-up tables (``synthetic_contrast``), or the scanner and
-    sequence changes of :func:`robust_intensity` (``robust_intensity``)."""
+    sequence changes of :func:`robust_intensity` (``robust_intensity``: true for every sample,
+    or a probability, so that the other samples keep the training contrast)."""
     aug = cfg.get("augment", {})
     if aug.get("flip_lr", True) and rng.random() < 0.5:
         image, target = image[..., ::-1], target[..., ::-1]
@@ -197,7 +198,8 @@ def augment_sample(image: np.ndarray, target: np.ndarray, rng: np.random.Generat
         image = image + rng.normal(0, rng.uniform(0, 0.03), image.shape).astype(np.float32)
     if aug.get("synthetic_contrast"):
         image = synthetic_contrast(image, rng)
-    if aug.get("robust_intensity"):
+    robust = aug.get("robust_intensity")
+    if robust is True or (robust and rng.random() < float(robust)):
         image = robust_intensity(image, rng)
     return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(target)
 

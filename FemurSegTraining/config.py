@@ -92,6 +92,10 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
     if cfg["architecture"].get("type") not in ("UNet3D", "UNet2D", "UNet25D"):
         raise FemurSegError(f"config {p.name}: architecture type must be UNet3D, UNet2D or "
                             "UNet25D")
+    robust = (cfg.get("augment") or {}).get("robust_intensity", False)
+    if not (isinstance(robust, bool) or (isinstance(robust, (int, float)) and 0 <= robust <= 1)):
+        raise FemurSegError(f"config {p.name}: augment.robust_intensity must be true, false or a "
+                            f"probability in [0, 1], not {robust!r}")
     if cfg["select"] not in ("best", "last"):
         raise FemurSegError(f"config {p.name}: select must be \"best\" or \"last\"")
     classes = cfg["classes"]

@@ -258,3 +258,45 @@ def test_2d_tiles_are_mirrored_like_predict_2d():
     tpad = np.pad(target[1], pad, mode="reflect")
     np.testing.assert_array_equal(y, tpad[y0 + margin:y0 + margin + out_size,
                                          x0 + margin:x0 + margin + out_size])
+
+
+@pytest.mark.parametrize("robust, applied", [(True, 20), (False, 0), (0.0, 0), (1.0, 20)])
+def test_robust_intensity_probability(monkeypatch, robust, applied):
+    from FemurSegTraining import augment
+
+    calls = []
+    monkeypatch.setattr(augment, "robust_intensity", lambda x, rng: calls.append(1) or x)
+    cfg = {"augment": {"flip_lr": False, "robust_intensity": robust}}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        augment.augment_sample(np.zeros((3, 4, 4), np.float32), np.zeros((4, 4)), rng, cfg)
+    assert len(calls) == applied
+
+
+def test_robust_intensity_half_of_the_samples(monkeypatch):
+    from FemurSegTraining import augment
+
+    calls = []
+    monkeypatch.setattr(augment, "robust_intensity", lambda x, rng: calls.append(1) or x)
+    cfg = {"augment": {"flip_lr": False, "robust_intensity": 0.5}}
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        augment.augment_sample(np.zeros((3, 4, 4), np.float32), np.zeros((4, 4)), rng, cfg)
+    assert 160 < len(calls) < 240
+
+
+def test_robust_intensity_setting_is_checked(tmp_path):
+    import json
+
+    from FemurSegLib.errors import FemurSegError
+    from FemurSegTraining.config import load_config
+
+    from FemurSegTraining.config import CONFIG_DIR
+
+    raw = json.loads((CONFIG_DIR / "default_25d_f16l5_half.json").read_text(encoding="utf-8"))
+    raw["augment"]["robust_intensity"] = 1.5
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(FemurSegError, match="augment.robust_intensity must be true, false or a "
+                                            "probability in \\[0, 1\\], not 1.5"):
+        load_config(str(p))
