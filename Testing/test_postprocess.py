@@ -9,7 +9,8 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from FemurSegLib.errors import InputError
-from FemurSegLib.postprocess import keep_components, largest_component, split_femurs
+from FemurSegLib.postprocess import (femur_side, keep_components, largest_component,
+                                     side_from_anatomy, side_from_coordinates, split_femurs)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hip-mri-t1"
 
@@ -135,11 +136,13 @@ def test_split_along_j_when_j_points_right():
     labels, was_split = split_femurs(blobs((5, 14, 5), low_j, high_j), image)
     assert was_split
     assert labels[2, 10, 2] == 1 and labels[2, 2, 2] == 2
-    # The same pair separated along i (anterior-posterior) is not a left/right pair.
+    # The same pair separated along i (anterior-posterior) is not a left/right pair: only the
+    # first of the two equal ones is kept, and placed by its position (LPS x = 8 mm: within the
+    # 30 mm midline margin, and too small for the anatomy) by the sign of x: left, label 2.
     image_ap = make_image(size_ijk=(14, 6, 5), direction=(0, -1, 0, 1, 0, 0, 0, 0, 1))
     labels, was_split = split_femurs(blobs((5, 6, 14), LOW_I, HIGH_I), image_ap)
-    assert not was_split
-    np.testing.assert_array_equal(labels, blobs((5, 6, 14), LOW_I).astype(np.uint8))
+    assert was_split
+    np.testing.assert_array_equal(labels, 2 * blobs((5, 6, 14), LOW_I).astype(np.uint8))
 
 
 def test_pair_along_superior_axis_keeps_the_largest_only():
@@ -147,8 +150,8 @@ def test_pair_along_superior_axis_keeps_the_largest_only():
     bottom = (5, 7, 1, 4, 5, 8)           # 18 voxels, higher k (superior)
     mask = blobs((8, 6, 14), top, bottom)
     labels, was_split = split_femurs(mask, make_image(size_ijk=(14, 6, 8)))
-    assert not was_split
-    np.testing.assert_array_equal(labels, blobs((8, 6, 14), top).astype(np.uint8))
+    assert was_split  # the kept one lies at LPS x = 16 mm: the left femur, label 2
+    np.testing.assert_array_equal(labels, 2 * blobs((8, 6, 14), top).astype(np.uint8))
 
 
 def test_sides_use_physical_spacing():
@@ -156,8 +159,8 @@ def test_sides_use_physical_spacing():
     # slices the offset is 3 mm left-right against 10 mm superior: not a left/right pair.
     a, b = (0, 2, 1, 4, 1, 4), (2, 4, 1, 4, 7, 10)
     mask = blobs((5, 6, 14), a, b)
-    assert split_femurs(mask, make_image(spacing=(1, 1, 1)))[1]
-    assert not split_femurs(mask, make_image(spacing=(0.5, 1, 5)))[1]
+    assert np.unique(split_femurs(mask, make_image(spacing=(1, 1, 1)))[0]).tolist() == [0, 1, 2]
+    assert np.unique(split_femurs(mask, make_image(spacing=(0.5, 1, 5)))[0]).tolist() == [0, 2]
 
 
 @pytest.mark.parametrize("small_box, min_ratio, min_voxels, expect_split", [
@@ -173,8 +176,10 @@ def test_similar_size_rule(small_box, min_ratio, min_voxels, expect_split):
     mask = blobs((5, 6, 14), LOW_I, small_box)
     labels, was_split = split_femurs(mask, make_image(), min_ratio=min_ratio,
                                      min_voxels=min_voxels)
-    assert was_split == expect_split
-    assert labels[2, 2, 2] == 1  # the large one, on the right, is label 1 in both cases
+    assert was_split
+    # the large one, at LPS x 12 mm (no side from coordinates or shape; x > 0: the left femur)
+    # is label 2 alone, and label 1 (right) beside the small one on its left
+    assert labels[2, 2, 2] == (1 if expect_split else 2)
     small = blobs((5, 6, 14), small_box)
     assert np.all(labels[small] == (2 if expect_split else 0))
 
@@ -188,7 +193,7 @@ def test_split_false_keeps_both_femurs_as_one_label():
 
 def test_empty_mask_gives_empty_labelmap():
     labels, was_split = split_femurs(np.zeros((5, 6, 14), bool), make_image())
-    assert not was_split
+    assert was_split  # 1 = right, 2 = left, whether or not there is a femur
     assert labels.dtype == np.uint8 and labels.shape == (5, 6, 14) and not labels.any()
 
 
@@ -217,3 +222,126 @@ def test_real_masks_with_stray_fragments(case):
     to_lps = np.asarray(label.GetDirection()).reshape(3, 3) @ np.diag(label.GetSpacing())
     x = [(to_lps @ np.argwhere(labels == v).mean(axis=0)[::-1])[0] for v in (1, 2)]
     assert x[0] < x[1]  # label 1 (right femur) has the smaller LPS x
+
+
+# ----------------------------------------------------------------------------------------------
+# One hip in view: the side is still decided (1 = right, 2 = left in every image)
+
+def _points(*xyz):
+    return np.asarray(xyz, dtype=float)
+
+
+# A femur outline in LPS mm (x, y, z): head at the top, shaft below. For the right femur the
+# head lies medial (+x) of the shaft; the left femur is its mirror image.
+RIGHT_FEMUR = _points((-60, 0, 0), (-60, 0, 10), (-58, 0, 20), (-50, 0, 50), (-35, 0, 70),
+                      (-20, 0, 80), (-25, 0, 90))
+LEFT_FEMUR = RIGHT_FEMUR * [-1, 1, 1]
+
+
+@pytest.mark.parametrize("points, origin, expected", [
+    (RIGHT_FEMUR, (1.0, 2.0, 3.0), "right"),             # centroid x -44 mm
+    (LEFT_FEMUR, (1.0, 2.0, 3.0), "left"),
+    (RIGHT_FEMUR + [40, 0, 0], (1.0, 2.0, 3.0), None),    # x -4 mm: near the midline
+    (RIGHT_FEMUR + [73, 0, 0], (1.0, 2.0, 3.0), None),    # x +29 mm: within the 30 mm margin
+    (RIGHT_FEMUR + [74, 0, 0], (1.0, 2.0, 3.0), "left"),  # x +30 mm: what the coordinates say
+    (RIGHT_FEMUR, (0.0, 0.0, 0.0), None),                 # no patient coordinate system
+])
+def test_side_from_coordinates(points, origin, expected):
+    image = make_image(origin=origin)
+    assert side_from_coordinates(points, image) == expected
+
+
+@pytest.mark.parametrize("points, expected", [
+    (RIGHT_FEMUR, "right"),
+    (LEFT_FEMUR, "left"),
+    (RIGHT_FEMUR + [300, 0, 0], "right"),                # the shape, not the position
+    (RIGHT_FEMUR * [1, 1, 0.4], None),                   # 36 mm tall: too short to tell
+    (_points((0, 0, 0), (3, 0, 20), (4, 0, 50)), None),  # head 4 mm from the shaft: straight
+])
+def test_side_from_anatomy(points, expected):
+    assert side_from_anatomy(points) == expected
+
+
+def test_femur_side_prefers_coordinates_then_anatomy_then_the_sign_of_x():
+    far_right = RIGHT_FEMUR + [-100, 0, 0]
+    assert femur_side(far_right, make_image()) == "right"
+    # a left-shaped femur far on the patient's right: the coordinates win
+    assert femur_side(LEFT_FEMUR + [-150, 0, 0], make_image()) == "right"
+    # no coordinate system: the anatomy decides, wherever the femur lies
+    assert femur_side(LEFT_FEMUR + [-150, 0, 0], make_image(origin=(0.0, 0.0, 0.0))) == "left"
+    # neither tells: the sign of x
+    blob = _points((5, 0, 0), (6, 0, 10))
+    assert femur_side(blob, make_image()) == "left"
+    assert femur_side(blob * [-1, 1, 1], make_image()) == "right"
+
+
+#: Storage orders of the same physical image (DICOMOrient codes): as stored, flipped, permuted.
+STORAGE = ["LIP", "RIP", "LSA", "PIL", "SAR"]
+
+
+def _crop_sides(label: sitk.Image):
+    """Crops of the right and the left half of ``label`` (stored LIP: low i = patient right)."""
+    width = label.GetSize()[0]
+    return {"right": label[: width // 2, :, :], "left": label[width // 2:, :, :]}
+
+
+def _assert_one_side(crop: sitk.Image, side: str, storage: str, *, no_geometry: bool = False):
+    """``crop`` stored in the order ``storage`` (and with ``no_geometry`` written with origin
+    0, 0, 0, as tools that drop the geometry do) gets exactly the label of ``side``."""
+    stored = sitk.DICOMOrient(crop, storage)
+    if no_geometry:
+        stored.SetOrigin((0.0, 0.0, 0.0))
+    femur = sitk.GetArrayFromImage(stored) == 1
+    labels, was_split = split_femurs(femur, stored)
+    expected = 1 if side == "right" else 2
+    assert was_split
+    assert np.unique(labels).tolist() == [0, expected], (side, storage)
+    np.testing.assert_array_equal(labels > 0, largest_component(femur))
+
+
+@pytest.fixture(scope="module")
+def coarse_phantom():
+    from FemurSegLib.phantom import make_phantom
+
+    return make_phantom(1, size=(96, 96, 20), spacing=(3.644, 3.644, 10.4))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("storage", STORAGE)
+def test_phantom_crop_of_one_hip_gets_its_side(coarse_phantom, side, storage):
+    crop = _crop_sides(coarse_phantom.labels)[side]
+    _assert_one_side(crop, side, storage)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("storage", ["LIP", "RIP", "PIL"])
+def test_phantom_crop_without_coordinates_gets_its_side_from_the_anatomy(coarse_phantom, side,
+                                                                         storage):
+    crop = _crop_sides(coarse_phantom.labels)[side]
+    femur = sitk.GetArrayFromImage(crop) == 1
+    # the crop moved so that its femur sits at x = 0 (the coordinates tell nothing) ...
+    centre = np.argwhere(femur).mean(axis=0)[::-1]
+    shifted = sitk.Image(crop)
+    x_centre = crop.TransformContinuousIndexToPhysicalPoint(tuple(centre))[0]
+    shifted.SetOrigin((crop.GetOrigin()[0] - x_centre,) + crop.GetOrigin()[1:])
+    _assert_one_side(shifted, side, storage)
+    # ... or written without geometry (origin 0, 0, 0)
+    _assert_one_side(crop, side, storage, no_geometry=True)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
+@pytest.mark.parametrize("case", ["hip01", "hip05", "hip14"])
+@pytest.mark.parametrize("storage", ["LIP", "RIP", "PIL"])
+def test_real_crop_of_one_hip_gets_its_side(case, storage):
+    label = sitk.ReadImage(str(DATA / "labelsTr" / f"{case}.nii.gz"))
+    assert preprocessing_orientation(label) == "LIP"
+    for side, crop in _crop_sides(label).items():
+        _assert_one_side(crop, side, storage)
+        _assert_one_side(crop, side, storage, no_geometry=True)  # the anatomy alone
+
+
+def preprocessing_orientation(image: sitk.Image) -> str:
+    from FemurSegLib.preprocessing import orientation_of
+
+    return orientation_of(image)

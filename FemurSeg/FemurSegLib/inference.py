@@ -336,7 +336,7 @@ def default_tta(model: Model, engines: Sequence[Engine]) -> bool:
 
 @dataclass
 class Result:
-    labelmap: sitk.Image          # uint8 on the input grid: 1 = femur, or 1 = right, 2 = left
+    labelmap: sitk.Image          # uint8 on the input grid: 1 = right, 2 = left (no split: 1)
     probability: sitk.Image       # float32 foreground probability on the input grid
     segments: List[SegmentSpec]
     split: bool

@@ -8,12 +8,14 @@ Sides: images are in LPS (as ITK and SimpleITK use), where +x points to the pati
 RAS x is -LPS x and +x there points to the patient's Right. So the patient's **right** femur
 is the one with the *smaller* LPS x (*larger* RAS x) of its centroid. Voxel indices map to LPS
 through the image's origin, spacing and direction cosines, so a flipped or oblique grid is
-handled: "low i" means "right" only when the i axis points to the patient's left.
+handled: "low i" means "right" only when the i axis points to the patient's left. With one femur
+in view its side comes from the patient coordinate system, or where that is ambiguous from the
+anatomy (the femoral head lies medial to the greater trochanter): see :func:`femur_side`.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,7 +23,8 @@ import SimpleITK as sitk
 from .errors import InputError
 from .images import ijk_to_lps
 
-__all__ = ["largest_component", "keep_components", "split_femurs", "apply_rule"]
+__all__ = ["largest_component", "keep_components", "split_femurs", "apply_rule", "femur_side",
+           "side_from_coordinates", "side_from_anatomy"]
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:
@@ -65,10 +68,64 @@ def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
     return keep_components(mask, 1, connectivity)
 
 
-def _centroid_lps(labels: np.ndarray, label: int, image: sitk.Image) -> np.ndarray:
-    kji = np.argwhere(labels == label).mean(axis=0)
-    ijk1 = np.r_[kji[::-1], 1.0]
-    return (ijk_to_lps(image) @ ijk1)[:3]
+def _lps_points(labels: np.ndarray, label: int, image: sitk.Image) -> np.ndarray:
+    """LPS millimetres ``[n, 3]`` of the voxels of component ``label``."""
+    kji = np.argwhere(labels == label)
+    ijk1 = np.c_[kji[:, ::-1], np.ones(len(kji))]
+    return (ijk1 @ ijk_to_lps(image).T)[:, :3]
+
+
+#: A femur whose centroid lies within this distance (mm) of the plane LPS x = 0 is not placed by
+#: the patient coordinate system: the scanner's x = 0 is only roughly the patient's midline, and
+#: each femur lies 80-100 mm from it.
+MIDLINE_MARGIN_MM = 30.0
+#: The anatomy decides only when the femur is this tall (mm) and its head lies at least this far
+#: (mm) to one side of the lower part.
+MIN_ANATOMY_HEIGHT_MM = 40.0
+MIN_ANATOMY_OFFSET_MM = 5.0
+
+
+def side_from_coordinates(points_lps: np.ndarray, image: sitk.Image) -> Optional[str]:
+    """``"right"`` or ``"left"`` from the patient coordinate system, None when ambiguous.
+
+    The patient's right lies at negative LPS x. Ambiguous: the centroid is within
+    :data:`MIDLINE_MARGIN_MM` of x = 0, or the image has no patient coordinate system (origin
+    exactly at 0, 0, 0: written without geometry, so x says nothing about the patient).
+    """
+    if not np.any(image.GetOrigin()):
+        return None
+    x = float(np.mean(points_lps[:, 0]))
+    if abs(x) < MIDLINE_MARGIN_MM:
+        return None
+    return "right" if x < 0 else "left"
+
+
+def side_from_anatomy(points_lps: np.ndarray) -> Optional[str]:
+    """``"right"`` or ``"left"`` from the femur's shape, None when its shape does not tell.
+
+    The femoral head lies medial to the greater trochanter and the shaft: the top quarter of the
+    femur (head and neck, superior = +z in LPS) has its centroid medial of the bottom quarter's
+    (trochanters, shaft). Medial is +x (toward the patient's left) for the right femur.
+    """
+    z = points_lps[:, 2]
+    height = float(z.max() - z.min()) if len(z) else 0.0
+    if height < MIN_ANATOMY_HEIGHT_MM:
+        return None
+    top = points_lps[z >= z.max() - 0.25 * height, 0].mean()
+    bottom = points_lps[z <= z.min() + 0.25 * height, 0].mean()
+    offset = float(top - bottom)
+    if abs(offset) < MIN_ANATOMY_OFFSET_MM:
+        return None
+    return "right" if offset > 0 else "left"
+
+
+def femur_side(points_lps: np.ndarray, image: sitk.Image) -> str:
+    """The side of one femur (its voxels in LPS mm): the patient coordinate system decides, the
+    anatomy where that is ambiguous, and the sign of x when neither tells."""
+    side = side_from_coordinates(points_lps, image) or side_from_anatomy(points_lps)
+    if side is None:
+        side = "right" if float(np.mean(points_lps[:, 0])) < 0 else "left"
+    return side
 
 
 def split_femurs(mask: np.ndarray, image: sitk.Image, *, split: bool = True,
@@ -76,16 +133,20 @@ def split_femurs(mask: np.ndarray, image: sitk.Image, *, split: bool = True,
                  ) -> Tuple[np.ndarray, bool]:
     """Keep the femur(s) of a binary mask and label them; drop small stray fragments.
 
+    Labels mean the same in every image: 1 = right femur, 2 = left femur (with ``split=False``:
+    1 = femur, both sides).
+
     The two largest components count as the two femurs when the smaller has at least
     ``min_ratio`` times the voxels of the larger and at least ``min_voxels`` voxels, and their
     centroids lie on different sides: the line joining them points mainly left-right (its LPS x
-    part is longer than its y-z part, i.e. within 45 degrees of the left-right axis). Then label
-    1 = right femur and 2 = left femur, or with ``split=False`` both get label 1. Otherwise only
-    the largest component is kept, as label 1. An empty mask gives an all-zero label map.
+    part is longer than its y-z part, i.e. within 45 degrees of the left-right axis). The one with
+    the smaller LPS x is the right femur. Otherwise only the largest component is kept, and its
+    side is decided by :func:`femur_side` (patient coordinates, else anatomy): a crop with one hip
+    gives label 1 for a right femur and 2 for a left one. An empty mask gives an all-zero map.
 
-    ``mask`` is indexed ``[k, j, i]`` on ``image``'s grid. Returns ``(labelmap, was_split)``: a
-    uint8 label map and True exactly when it holds 1 = right femur and 2 = left femur (False: at
-    most label 1 = "Femur"). Pass ``was_split`` to :func:`FemurSegLib.segments.femur_segments`.
+    ``mask`` is indexed ``[k, j, i]`` on ``image``'s grid. Returns ``(labelmap, split)``: a uint8
+    label map and whether it holds 1 = right femur, 2 = left femur (``split`` as given: pass it
+    to :func:`FemurSegLib.segments.femur_segments`).
     """
     if not 0.0 < min_ratio <= 1.0:
         raise ValueError(f"min_ratio must be in (0, 1], not {min_ratio!r}")
@@ -98,17 +159,21 @@ def split_femurs(mask: np.ndarray, image: sitk.Image, *, split: bool = True,
     labels, ranked, sizes = _ranked_components(mask, connectivity)
     out = np.zeros(labels.shape, dtype=np.uint8)
     if len(ranked) == 0:
-        return out, False
+        return out, bool(split)
     if len(ranked) >= 2 and sizes[1] >= max(min_ratio * sizes[0], min_voxels):
-        a, b = (_centroid_lps(labels, lab, image) for lab in ranked[:2])
+        a, b = (_lps_points(labels, lab, image).mean(axis=0) for lab in ranked[:2])
         offset = a - b
         if abs(offset[0]) > np.hypot(offset[1], offset[2]):
             right, left = ranked[:2] if a[0] < b[0] else ranked[1::-1]
             out[labels == right] = 1
             out[labels == left] = 2 if split else 1
             return out, bool(split)
-    out[labels == ranked[0]] = 1
-    return out, False
+    if not split:
+        out[labels == ranked[0]] = 1
+        return out, False
+    side = femur_side(_lps_points(labels, ranked[0], image), image)
+    out[labels == ranked[0]] = 1 if side == "right" else 2
+    return out, True
 
 
 def apply_rule(mask: np.ndarray, image: sitk.Image, rule: str, *, split: bool = True

@@ -20,10 +20,15 @@ MODIFIER_RIGHT = ["SCT", "24028007", "Right"]
 MODIFIER_LEFT = ["SCT", "7771000", "Left"]
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 
-#: Default colours (RGB in 0..1): Slicer's "bone" colour, and a slightly varied pair for sides.
+#: Default colours (RGB in 0..1): Slicer's "bone" colour for one "Femur" segment; for the two
+#: sides two clearly different hues that stay apart with colour-vision deficiencies (Okabe-Ito
+#: orange and sky blue), so that a report or a 3D view never leaves the side in doubt.
 FEMUR_COLOR = (0.945, 0.839, 0.569)
-RIGHT_FEMUR_COLOR = (0.945, 0.839, 0.569)
-LEFT_FEMUR_COLOR = (0.784, 0.690, 0.431)
+RIGHT_FEMUR_COLOR = (0.902, 0.624, 0.0)
+LEFT_FEMUR_COLOR = (0.337, 0.706, 0.914)
+
+#: Label values of the output label maps: the same in every image.
+RIGHT_FEMUR, LEFT_FEMUR = 1, 2
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,9 @@ def femur_terminology(side: Optional[str] = None) -> dict:
 
 
 def femur_segments(split: bool, base_color: Sequence[float] = FEMUR_COLOR) -> List[SegmentSpec]:
-    """Segments of a femur label map: 1 = Femur, or 1 = Right femur and 2 = Left femur."""
+    """Segments of a femur label map: 1 = Right femur and 2 = Left femur (always both, even when
+    one hip is out of view or nothing was found), or with ``split=False`` 1 = Femur."""
     if not split:
         return [SegmentSpec(1, "Femur", tuple(base_color), femur_terminology())]
-    return [SegmentSpec(1, "Right femur", RIGHT_FEMUR_COLOR, femur_terminology("right")),
-            SegmentSpec(2, "Left femur", LEFT_FEMUR_COLOR, femur_terminology("left"))]
+    return [SegmentSpec(RIGHT_FEMUR, "Right femur", RIGHT_FEMUR_COLOR, femur_terminology("right")),
+            SegmentSpec(LEFT_FEMUR, "Left femur", LEFT_FEMUR_COLOR, femur_terminology("left"))]

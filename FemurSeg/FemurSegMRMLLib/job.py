@@ -30,7 +30,7 @@ class JobOptions:
     tta: Optional[bool] = None  # flip test-time augmentation; None: the model's default
     #                             (on a GPU; on the CPU only where the card says it pays)
     probabilities: bool = False  # also load the probability map
-    split: bool = True  # name the femurs "Right femur" / "Left femur" when both are in view
+    split: bool = True  # "Right femur" (1) / "Left femur" (2) in every image; else "Femur"
     #: Slicer's closed-surface smoothing factor (0..1) of the surface shown in the 3D view.
     surface_smoothing: float = scene_nodes.DEFAULT_SURFACE_SMOOTHING
     #: Gaussian smoothing of the exported STL surfaces: standard deviation in voxels (0 = none),
