@@ -606,6 +606,96 @@ def test_report_of_an_empty_label_map(tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 1000
 
 
+def png_size(path: Path) -> tuple:
+    """(width, height) in pixels from a PNG header."""
+    raw = path.read_bytes()[:24]
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+
+
+def coronal_femur(slices=20, filled=range(3, 18)):
+    """A coronal (LIP) grid of 0.9 x 0.9 x 5.2 mm with a 'femur' rod on the slices ``filled``:
+    label 1 on the patient's right (low i), label 2 on the left."""
+    image = grid((120, 100, slices), (0.9, 0.9, 5.2), (-54.0, 10.0, 40.0), CORONAL,
+                 sitk.sitkInt16)
+    array = np.zeros((slices, 100, 120), np.uint8)
+    for k in filled:
+        array[k, 20:80, 15:35] = 1
+        array[k, 20:80, 85:105] = 2
+    grey = images.array_to_image((200 + 400 * (array > 0)).astype(np.int16), image)
+    return grey, labels_on(image, array), array
+
+
+def test_report_shows_every_slice_with_femur(tmp_path):
+    grey, labels, _ = coronal_femur(slices=20, filled=range(3, 18))  # 15 slices with femur
+    report = montage.write_report(grey, labels, SPLIT, tmp_path)
+    layout = report["montage"]
+    assert layout["slices_shown"] == list(range(3, 18))
+    assert layout["slices_left_out"] == [] and layout["slices_with_femur"] == 15
+    assert layout["slice_axis"] == "k"
+    assert report == json.loads((tmp_path / "volumes.json").read_text(encoding="utf-8"))
+    # 4 tiles per row: 4 rows of tiles fit in the picture
+    width, height = png_size(tmp_path / "report.png")
+    tile_w, tile_h = layout["tile_pixels"]
+    assert width >= 4 * tile_w and height >= 4 * tile_h
+
+
+def test_report_says_which_slices_it_left_out(tmp_path):
+    grey, labels, _ = coronal_femur(slices=20, filled=range(3, 18))
+    report = montage.write_report(grey, labels, SPLIT, tmp_path, n_slices=4)
+    assert report["montage"]["slices_shown"] == [3, 8, 12, 17]
+    assert report["montage"]["slices_left_out"] == [4, 5, 6, 7, 9, 10, 11, 13, 14, 15, 16]
+    assert montage._ranges(report["montage"]["slices_left_out"]) == "4-7, 9-11, 13-16"
+
+
+@pytest.mark.parametrize("values, text", [
+    ([], ""), ([5], "5"), ([1, 2, 3], "1-3"), ([1, 3, 4, 9], "1, 3-4, 9"),
+])
+def test_slice_ranges(values, text):
+    assert montage._ranges(values) == text
+
+
+@pytest.mark.parametrize("width_mm, height_mm, voxel_mm, expected", [
+    (300.0, 160.0, 0.911, 2.0 / 0.911),   # a hip scan: 2 pixels per voxel, 659 px wide
+    (60.0, 40.0, 0.911, 320 / 60.0),      # a small crop is drawn at least 320 px wide
+    (600.0, 200.0, 0.5, 1100 / 600.0),    # a huge field of view: at most 1100 px wide
+])
+def test_tile_scale(width_mm, height_mm, voxel_mm, expected):
+    assert montage.tile_scale(width_mm, height_mm, voxel_mm) == pytest.approx(expected)
+
+
+def test_report_tiles_show_each_voxel_with_two_pixels(tmp_path):
+    """A rod of 20 voxels (18 mm) across is drawn at least 40 pixels wide (it was 3.2 inches
+    per tile at 110 dpi: about 1.2 pixels per voxel for a hip scan)."""
+    grey, labels, _ = coronal_femur()
+    report = montage.write_report(grey, labels, SPLIT, tmp_path)
+    assert report["montage"]["pixels_per_mm"] * 0.9 >= 2.0
+    width, height, _ = outline_box(tmp_path / "report.png", SPLIT[0].color)
+    assert width >= 40 and height >= 2 * 60
+
+
+def test_report_draws_the_reference_outline(tmp_path):
+    grey, labels, array = coronal_femur()
+    reference = np.roll(array == 1, 8, axis=2)  # the right rod, 8 voxels toward the left
+    montage.write_report(grey, labels, SPLIT, tmp_path / "with", reference=reference,
+                         n_slices=1)
+    montage.write_report(grey, labels, SPLIT, tmp_path / "without", n_slices=1)
+    from matplotlib import image as mpimg
+
+    def magenta(png):
+        rgb = mpimg.imread(str(png))[..., :3]
+        return np.all(np.abs(rgb - np.asarray(montage.REFERENCE_COLOR)) < 0.15, axis=-1)
+
+    rows, cols = np.nonzero(magenta(tmp_path / "with" / "report.png"))
+    # a dashed outline as tall as the rod (60 voxels, 2 pixels each), on the patient's right
+    # (the viewer's left), besides the small legend line
+    assert np.ptp(rows) >= 2 * 60 and np.median(cols) / magenta(
+        tmp_path / "with" / "report.png").shape[1] < 0.5
+    assert not magenta(tmp_path / "without" / "report.png").any()
+    with pytest.raises(InputError, match=r"^reference shape \(20, 100, 119\) does not match "):
+        montage.write_report(grey, labels, SPLIT, tmp_path / "bad", reference=reference[..., 1:])
+
+
 def test_report_needs_the_label_map_on_the_image_grid(tmp_path):
     image = grid((10, 9, 8), (0.9, 0.9, 5.2), pixel=sitk.sitkInt16)
     other = grid((10, 9, 8), (0.9, 0.9, 5.0))

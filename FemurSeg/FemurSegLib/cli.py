@@ -1,9 +1,12 @@
 """The ``femurseg`` command line.
 
-Exit codes (:mod:`FemurSegLib.commandline`): 0 success; 2 bad usage, bad input, bad model or an
-output that exists (one line ``error: ...`` on stderr, no traceback); 1 an unexpected internal
-error (one line, and the traceback only with ``--debug``). The ``segment`` path never imports
-torch unless the PyTorch fallback engine is used.
+Exit codes: 0 success (every result plausible); 3 finished, but at least one input gave no
+femur or an implausible one (one line ``warning: INPUT: ...`` on stderr for each, naming what is
+wrong and the likely cause where one is known); 2 bad usage, bad input, bad model, an output
+that exists or cannot be written (one line ``error: ...`` on stderr, no traceback); 1 an
+unexpected internal error (one line, and the traceback only with ``--debug``). Errors map to
+their codes in :mod:`FemurSegLib.commandline`. The ``segment`` path never imports torch unless
+the PyTorch fallback engine is used.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from .commandline import Parser as _Parser
 from .commandline import run
-from .errors import FemurSegError, InputError
+from .errors import InputError
+from .outputplan import MAIN_WRITERS
 
 log = logging.getLogger("femurseg")
 
-OUTPUT_FORMATS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
+#: Exit code of a run that finished but where at least one input gave no femur or an
+#: implausible one (a ``warning:`` line on stderr names each).
+EXIT_IMPLAUSIBLE = 3
+#: Prefix of warning lines on stderr (the Slicer module shows such lines in its status line).
+WARNING_PREFIX = "warning:"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,51 +80,17 @@ def _say(args, message: str) -> None:
 # segment
 
 
-def _output_plan(inputs: List[Path], output: Path, fmt: Optional[str]) -> List[Path]:
-    from .images import strip_image_suffix
-
-    single_file = len(inputs) == 1 and _output_suffix(output) is not None and not output.is_dir()
-    if single_file:
-        if _output_suffix(output) not in OUTPUT_FORMATS:
-            raise InputError(f"unknown output format: {output.name} "
-                             f"(use {', '.join(OUTPUT_FORMATS)})")
-        return [output]
-    if _output_suffix(output) is not None and not output.is_dir():
-        raise InputError(f"{len(inputs)} inputs need an output folder, not the file {output}")
-    fmt = fmt or ".seg.nrrd"
-    names = [strip_image_suffix(p) if not p.is_dir() else p.name for p in inputs]
-    if len(set(names)) != len(names):
-        raise InputError("two inputs have the same name; segment them into different folders")
-    return [output / f"{n}{fmt}" for n in names]
-
-
-def _output_suffix(path: Path) -> Optional[str]:
-    """The ending of an output file: an image ending, or .dcm (a DICOM Segmentation)."""
-    from .dicomseg import DICOM_SUFFIX
-    from .images import image_suffix
-
-    return image_suffix(path) or (DICOM_SUFFIX if path.name.lower().endswith(DICOM_SUFFIX) else None)
-
-
-def _per_input(base: Optional[str], inputs: List[Path], index: int, *, is_file: bool,
-               suffix: str = "") -> Optional[Path]:
-    """Where an optional output of input ``index`` goes: the path itself for one input, else a
-    file or subfolder named after the input inside the given folder."""
-    from .images import strip_image_suffix
-
-    if not base:
-        return None
-    p = Path(base)
-    if len(inputs) == 1:
-        return p
-    name = strip_image_suffix(inputs[index]) if not inputs[index].is_dir() else inputs[index].name
-    return p / (f"{name}{suffix}" if is_file else name)
+def _warn(message: str) -> None:
+    """One warning line on stderr (the Slicer module shows lines with this prefix)."""
+    sys.stderr.write(f"{WARNING_PREFIX} {message}\n")
+    sys.stderr.flush()
 
 
 def cmd_segment(args) -> int:
-    from . import images
+    from . import images, outputplan
     from .inference import Segmenter
     from .modelfolder import find_model
+    from .segments import femur_segments
 
     inputs = images.expand_inputs(args.inputs)
     for p in inputs:
@@ -125,20 +99,13 @@ def cmd_segment(args) -> int:
         if not p.is_dir() and images.image_suffix(p) is None:
             raise InputError(f"unknown input format: {p.name} (expected .nii.gz, .nii, .nrrd, "
                              ".mha, .mhd or a DICOM folder)")
-    outputs = _output_plan(inputs, Path(args.output), args.format)
-    planned = list(outputs)
-    for i in range(len(inputs)):
-        prob = _per_input(args.probabilities, inputs, i, is_file=True, suffix="_probability.nrrd")
-        if prob is not None:
-            if len(inputs) == 1 and _output_suffix(prob) is None:
-                raise InputError(f"unknown probability map format: {prob.name}")
-            planned.append(prob)
-    series = _dicom_plan(args, inputs, outputs)
-    planned += [d for i in range(len(inputs)) for d in [_dicom_seg_path(args, inputs, i)] if d]
-    if not args.overwrite:
-        for p in planned:
-            if p.exists():
-                raise FemurSegError(f"output exists: {p} (use --overwrite to replace it)")
+    # every output is resolved and checked before the model is loaded or run
+    plans = outputplan.plan_outputs(
+        inputs, args.output, fmt=args.format, probabilities=args.probabilities, stl=args.stl,
+        report=args.report, reference=args.reference, dicom_seg=args.dicom_seg,
+        stl_names=[s.segment_id for s in femur_segments(not args.no_split)])
+    series = _dicom_plan(args, plans)
+    outputplan.check_outputs(plans, args.overwrite)
     folds = None
     if args.folds:
         try:
@@ -155,56 +122,85 @@ def cmd_segment(args) -> int:
                f"{segmenter.engines[0].name} on {segmenter.engines[0].device}, flip TTA "
                f"{'on' if segmenter.tta else 'off'}) loaded in "
                f"{time.perf_counter() - t0:.1f} s")
-    for i, (src, dst) in enumerate(zip(inputs, outputs)):
-        _segment_one(args, segmenter, inputs, i, src, dst, series[i])
-    return 0
+    implausible = 0
+    for plan, chosen in zip(plans, series):
+        implausible += not _segment_one(args, segmenter, plan, chosen)
+    if implausible and len(plans) > 1:
+        _say(args, f"{implausible} of {len(plans)} inputs gave no femur or an implausible one "
+                   "(see the warnings)")
+    return EXIT_IMPLAUSIBLE if implausible else 0
 
 
-def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path, series) -> None:
-    from . import images, montage, writers
+def _segment_one(args, segmenter, plan, series=None) -> bool:
+    """Segment one input (``series``: its chosen DICOM series, if any) and write all its
+    outputs (or none); True when the result is plausible, else a warning line is printed."""
+    import numpy as np
+    import SimpleITK as sitk
 
+    from . import images, montage, outputplan
+
+    src = plan.source
     t0 = time.perf_counter()
     image = _read_input(src, series)
+    reference = None
+    if plan.reference is not None:
+        ref = images.read_label(plan.reference, image, what="reference")
+        reference = sitk.GetArrayFromImage(ref) == args.reference_label
+        if not reference.any():
+            raise InputError(f"reference {plan.reference.name} has no voxel with label "
+                             f"{args.reference_label}")
     progress = _Progress("none" if args.quiet and args.progress != "lines" else args.progress,
-                         images.strip_image_suffix(src) if not src.is_dir() else src.name)
+                         plan.case)
     try:
         result = segmenter.segment(image, progress=progress)
     finally:
         progress.close()
-    if _output_suffix(dst) == ".dcm":
-        _write_dicom(args, segmenter, result, series, dst, probability=False)
-    elif images.image_suffix(dst) == ".seg.nrrd":
-        writers.write_seg_nrrd(result.labelmap, result.segments, dst, overwrite=args.overwrite)
-    else:
-        writers.write_labelmap(result.labelmap, dst, overwrite=args.overwrite)
-    written = [dst]
-    dicom_seg = _dicom_seg_path(args, inputs, i)
-    if dicom_seg is not None:
-        written.append(_write_dicom(args, segmenter, result, series, dicom_seg, probability=False))
-    prob = _per_input(args.probabilities, inputs, i, is_file=True, suffix="_probability.nrrd")
-    if prob is not None and _output_suffix(prob) == ".dcm":
-        written.append(_write_dicom(args, segmenter, result, series, prob, probability=True))
-    elif prob is not None:
-        writers.write_probability(result.probability, prob, overwrite=args.overwrite)
-        written.append(prob)
-    stl_dir = _per_input(args.stl, inputs, i, is_file=False)
-    if stl_dir is not None:
-        written += writers.write_stl(result.labelmap, result.segments, stl_dir,
-                                     sigma_voxels=args.stl_smoothing, overwrite=args.overwrite)
-    report_dir = _per_input(args.report, inputs, i, is_file=False)
-    if report_dir is not None:
-        montage.write_report(image, result.labelmap, result.segments, report_dir,
-                             overwrite=args.overwrite, title=src.name)
-        written.append(report_dir)
-    import numpy as np
-    import SimpleITK as sitk
+    problems, cause = segmenter.plausibility(image, result)
+    produced = outputplan.Produced(image=image, result=result, source_name=src.name,
+                                   reference=reference, series=series)
+    if series is not None:
+        from .dicomseg import Creator
 
+        produced.creator = Creator(segmenter.model.name,
+                                   str(segmenter.model.card.get("version", "")))
+        produced.probability_segment = segmenter.model.segments(False)[0]
+    main_writer = outputplan.MAIN_WRITERS[outputplan.known_suffix(plan.main,
+                                                                  outputplan.MAIN_WRITERS)]
+    with outputplan.Staging(args.overwrite) as staging:
+        staging.write(plan.main, lambda tmp: main_writer(produced, tmp))
+        if plan.dicom_seg is not None:
+            staging.write(plan.dicom_seg, lambda tmp: outputplan.DICOM_SEG_WRITERS[
+                outputplan.DICOM_SUFFIX](produced, tmp))
+        if plan.probabilities is not None:
+            writer = outputplan.PROBABILITY_WRITERS[outputplan.known_suffix(
+                plan.probabilities, outputplan.PROBABILITY_WRITERS)]
+            staging.write(plan.probabilities, lambda tmp: writer(produced, tmp))
+        stl_files = []
+        if plan.stl_dir is not None:
+            from .writers import write_stl
+
+            stl_files = staging.write_folder(plan.stl_dir, lambda tmp: write_stl(
+                result.labelmap, result.segments, tmp, sigma_voxels=args.stl_smoothing))
+        if plan.report_dir is not None:
+            staging.write_folder(plan.report_dir, lambda tmp: montage.write_report(
+                image, result.labelmap, result.segments, tmp, title=src.name,
+                reference=reference))
+        written = staging.commit()
     arr = sitk.GetArrayViewFromImage(result.labelmap)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     vols = ", ".join(f"{s.name} {np.count_nonzero(arr == s.value) * voxel_ml:.1f} ml"
                      for s in result.segments)
+    shown = [str(w) for w in written if plan.stl_dir is None or w.parent != plan.stl_dir]
+    if plan.stl_dir is not None:
+        shown.append(f"{len(stl_files)} STL file(s) in {plan.stl_dir}" if stl_files else
+                     f"no STL file (no femur voxels) in {plan.stl_dir}")
     _say(args, f"{src.name}: {vols} (threshold {result.threshold:.2f}) -> "
-               f"{', '.join(str(w) for w in written)} [{time.perf_counter() - t0:.1f} s]")
+               f"{', '.join(shown)} [{time.perf_counter() - t0:.1f} s]")
+    if problems:
+        from .plausibility import warning_line
+
+        _warn(warning_line(src.name, problems, cause))
+    return not problems
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,23 +208,17 @@ def _segment_one(args, segmenter, inputs, i, src: Path, dst: Path, series) -> No
 # and every .dcm output checked before the model is loaded.
 
 
-def _dicom_seg_path(args, inputs: List[Path], index: int) -> Optional[Path]:
-    return _per_input(args.dicom_seg, inputs, index, is_file=True, suffix=".dcm")
-
-
-def _dicom_plan(args, inputs: List[Path], outputs: List[Path]) -> list:
+def _dicom_plan(args, plans) -> list:
     """The chosen series of each input (None when it is not a DICOM folder); refuses .dcm outputs
     of inputs that are not DICOM, ``--series`` without DICOM input, and a missing ``dicom`` extra."""
     from . import dicom, dicomseg
+    from .outputplan import DICOM_SUFFIX, known_suffix
 
-    if args.dicom_seg and len(inputs) == 1 and _output_suffix(Path(args.dicom_seg)) != ".dcm":
-        raise InputError(f"--dicom-seg writes a DICOM file ending in .dcm, not {args.dicom_seg}")
     chosen, wanted = [], False
-    for i, (src, dst) in enumerate(zip(inputs, outputs)):
-        dicom_outputs = [p for p in (dst, _dicom_seg_path(args, inputs, i),
-                                     _per_input(args.probabilities, inputs, i, is_file=True,
-                                                suffix="_probability.nrrd"))
-                         if p is not None and _output_suffix(p) == dicomseg.DICOM_SUFFIX]
+    for plan in plans:
+        src = plan.source
+        dicom_outputs = [p for p in (plan.main, plan.dicom_seg, plan.probabilities)
+                         if p is not None and known_suffix(p, [DICOM_SUFFIX])]
         if len(set(dicom_outputs)) < len(dicom_outputs):
             raise InputError(f"two DICOM outputs are the same file: {dicom_outputs[-1]}")
         if not src.is_dir():
@@ -257,18 +247,6 @@ def _read_input(src: Path, series):
     image = dicom.read_series(series)
     images.validate_image(image, what=f"input image {src.name} ({series.name})")
     return image
-
-
-def _write_dicom(args, segmenter, result, series, path: Path, *, probability: bool) -> Path:
-    from . import dicomseg
-
-    creator = dicomseg.Creator(segmenter.model.name, str(segmenter.model.card.get("version", "")))
-    if probability:
-        return dicomseg.write_dicom_probability(result.probability, segmenter.model.segments(False)[0],
-                                                series, path, creator=creator,
-                                                overwrite=args.overwrite)
-    return dicomseg.write_dicom_seg(result.labelmap, result.segments, series, path,
-                                    creator=creator, overwrite=args.overwrite)
 
 
 def cmd_dicom_series(args) -> int:
@@ -354,11 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("segment", help="segment one or more MR volumes")
     s.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image file (.nii.gz, .nii, .nrrd, .mha, .mhd), DICOM folder, or folder of images")
-    s.add_argument("-o", "--output", required=True, metavar="OUTPUT|DIR",
-                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha, or .dcm: "
-                        "a DICOM Segmentation of a DICOM input), or a folder")
-    s.add_argument("--format", choices=OUTPUT_FORMATS, help="file type written into an output "
-                   "folder (default .seg.nrrd)")
+    s.add_argument("-o", "--output", required=True, metavar="OUTPUT|DIR/",
+                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha, or "
+                        ".dcm: a DICOM Segmentation of a DICOM input), or a folder (an existing "
+                        "one, or a name ending in /); files in a folder are named by case "
+                        "(hip01_0000.nii.gz -> hip01.seg.nrrd)")
+    s.add_argument("--format", choices=list(MAIN_WRITERS), help="file type written into an "
+                   "output folder (default .seg.nrrd)")
     s.add_argument("--model", metavar="NAME|DIR", help="model name or folder (default: the "
                    "bundled default model)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -374,7 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stl", metavar="DIR", help="also write one STL surface per segment (LPS mm)")
     s.add_argument("--stl-smoothing", type=float, default=0.5, metavar="S",
                    help="surface smoothing in voxels (0 = none; default 0.5)")
-    s.add_argument("--report", metavar="DIR", help="write a PNG montage and segment volumes")
+    s.add_argument("--report", metavar="DIR", help="write a PNG montage (every slice with femur) "
+                   "and the segment volumes")
+    s.add_argument("--reference", metavar="MASK|DIR", help="reference label map drawn as an "
+                   "outline in the report (several inputs: a folder, paired by case name)")
+    s.add_argument("--reference-label", type=int, default=1, metavar="N",
+                   help="femur label value in the reference (default 1)")
     tta = s.add_mutually_exclusive_group()
     tta.add_argument("--tta", dest="tta", action="store_true", default=None,
                      help="average with the left-right flipped volume (default: on a GPU; on "
@@ -386,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dense", action="store_true", help="run every fold on the whole volume "
                    "(no region-of-interest cascade; slower, for comparisons)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    s.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    s.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
     s.add_argument("--progress", default="bar", choices=["bar", "lines", "none"],
                    help="progress display: a bar, 'PROGRESS <pct> <msg>' lines on stderr, or none")
     s.set_defaults(func=cmd_segment)

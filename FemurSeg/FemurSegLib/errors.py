@@ -27,5 +27,10 @@ class OutputExistsError(FemurSegError):
     """An output file exists and overwriting was not requested."""
 
 
+class OutputError(FemurSegError):
+    """An output cannot be written: unknown type, a folder that cannot be made or written,
+    or an operating-system error while writing (``cannot write PATH: reason``)."""
+
+
 class Cancelled(FemurSegError):
     """The user cancelled a long-running operation."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError, OutputError, OutputExistsError
 from .files import PathLike, _umask, atomic_path, check_writable
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,20 @@ def strip_image_suffix(path: PathLike) -> str:
     name = Path(path).name
     suffix = image_suffix(name)
     return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+#: nnU-Net's channel suffix of an image file name: ``hip01_0000.nii.gz`` is channel 0 of hip01.
+_CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
+
+
+def case_name(path: PathLike) -> str:
+    """The case an image or label file belongs to: its name without the image ending and
+    without nnU-Net's channel suffix (``hip01_0000.nii.gz`` and ``hip01.seg.nrrd`` -> ``hip01``);
+    a folder (a DICOM series) is named by itself. Outputs are named by it, so that they pair
+    with label files (``labelsTr/hip01.nii.gz``) by case name."""
+    p = Path(path)
+    name = p.name if p.is_dir() else strip_image_suffix(p)
+    return _CHANNEL_SUFFIX.sub("", name) or name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +200,10 @@ def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False,
     if image_suffix(path) == ".mhd":
         return _write_mhd(image, Path(path), overwrite, compress)
     with atomic_path(path, overwrite) as tmp:
-        sitk.WriteImage(image, str(tmp), compress)
+        try:
+            sitk.WriteImage(image, str(tmp), compress)
+        except RuntimeError as exc:  # ITK reports a failed write (disk full, ...) this way
+            raise OutputError(f"cannot write {path}: {_itk_message(exc)}") from None
     return Path(path)
 
 

@@ -25,7 +25,7 @@ from .engines import Engine, make_engines, needs_for
 from .images import array_to_image
 from .modelfolder import Model, load_model
 from .specs import InferenceSpec
-from .preprocessing import prepare, to_input_grid
+from .preprocessing import Prepared, prepare, to_input_grid
 from .segments import SegmentSpec
 
 log = logging.getLogger(__name__)
@@ -342,6 +342,7 @@ class Result:
     split: bool
     threshold: float
     timings: Dict[str, float] = field(default_factory=dict)
+    prepared: Optional[Prepared] = None  # the image as the network saw it (for plausibility)
 
 
 class Segmenter:
@@ -393,4 +394,18 @@ class Segmenter:
         progress(1.0, "done")
         return Result(labelmap=labelmap, probability=probability,
                       segments=self.model.segments(split), split=split, threshold=threshold,
-                      timings=timings)
+                      timings=timings, prepared=prep)
+
+    def plausibility(self, image: sitk.Image, result: Result) -> Tuple[List[str], Optional[str]]:
+        """``(problems, likely cause)`` of ``result`` (see :func:`FemurSegLib.plausibility.
+        assess`): no femur, a femur volume far outside the card's training range, or a
+        segmentation covering most of the image; the cause from the intensity fingerprint."""
+        from .plausibility import assess, image_fingerprint
+
+        section = self.model.plausibility
+
+        def fingerprint() -> Dict[str, float]:
+            return image_fingerprint(result.prepared.array, self.model.input.orientation, section)
+
+        return assess(sitk.GetArrayViewFromImage(result.labelmap), image, section,
+                      fingerprint if result.prepared is not None else None)

@@ -78,6 +78,12 @@ class Model:
         return self.inference.mask_threshold
 
     @property
+    def plausibility(self) -> Optional[dict]:
+        """The card's ``plausibility`` section (training volumes and intensity fingerprint;
+        see :mod:`FemurSegLib.plausibility`), or None."""
+        return self.card.get("plausibility")
+
+    @property
     def foreground_segments(self) -> List[SegmentSpec]:
         return [SegmentSpec.from_dict(d) for d in self.card["labels"] if int(d["value"]) != 0]
 
@@ -133,6 +139,14 @@ def read_card(model_dir: os.PathLike) -> dict:
     if not card["folds"]:
         raise ModelError(f"model card {card_path} lists no folds")
     card_specs(card, f"model card {card_path}")
+    if "plausibility" in card:
+        from .plausibility import validate_section
+
+        try:
+            validate_section(card["plausibility"])
+        except ValueError as exc:
+            raise ModelError(f"model card {card_path}: invalid plausibility section: "
+                             f"{exc}") from None
     return card
 
 

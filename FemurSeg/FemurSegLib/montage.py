@@ -64,28 +64,51 @@ def _pick_slices(candidates: np.ndarray, n: int) -> np.ndarray:
     return np.unique(candidates[np.round(np.linspace(0, candidates.size - 1, n)).astype(int)])
 
 
+#: At most this many slices are drawn (a proximal femur spans 10-25 coronal slices of 5 mm);
+#: beyond it the title names the slices left out.
+MAX_SLICES = 48
+#: Drawing scale: at least this many pixels per in-plane voxel, so a boundary can be judged
+#: voxel by voxel; tiles are kept between these sizes (pixels along their longer side).
+MIN_PIXELS_PER_VOXEL = 2.0
+TILE_PIXELS = (320, 1100)
+DPI = 100
+#: Outline colour of a reference mask (magenta: apart from the grey image and the femur colours).
+REFERENCE_COLOR = (1.0, 0.0, 1.0)
+
+
 def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[SegmentSpec],
                  out_dir: PathLike, *, overwrite: bool = False, title: Optional[str] = None,
-                 n_slices: int = 12) -> dict:
+                 n_slices: Optional[int] = None, reference: Optional[np.ndarray] = None) -> dict:
     """Write ``out_dir/report.png`` (coronal montage) and ``out_dir/volumes.json``.
 
-    The montage shows up to ``n_slices`` coronal slices evenly spaced over those that contain
-    the mask (over the whole volume if it is empty): the grey image windowed at its 0.5th and
-    99.5th percentiles, each segment's outline in its colour, the slice index and A-P position,
-    in physical proportions (voxel spacing respected) and radiological orientation (patient
+    The montage shows every coronal slice that holds the mask (or the ``reference``), up to
+    ``n_slices`` (default :data:`MAX_SLICES`; beyond it, evenly spaced ones, and the title says
+    how many were left out and which), over the whole volume if both are empty: the grey image
+    windowed at its 0.5th and 99.5th percentiles, each segment's outline in its colour, the
+    reference's outline (a boolean ``[k, j, i]`` array on the image grid) dashed in magenta,
+    the slice index and A-P position, in physical proportions (voxel spacing respected) at
+    :data:`MIN_PIXELS_PER_VOXEL` pixels per voxel or more, in radiological orientation (patient
     right on the image left, superior at the top; R/L/S/I marked), with a legend of volumes.
     On an oblique grid the slices are the voxel planes nearest to coronal (not resampled).
 
-    The JSON, also returned, holds the title, the voxel spacing and volume, and for each segment
-    its name, label value, voxel count and volume in mm3 and ml (mm3 / 1000).
+    The JSON, also returned, holds the title, the voxel spacing and volume, for each segment its
+    name, label value, voxel count and volume in mm3 and ml (mm3 / 1000), and under ``montage``
+    the slices shown and left out (voxel indices along the A-P axis) and the drawing scale.
     """
     array = check_labelmap(labelmap, segments)
     images.validate_image(image, what="image", allow_constant=True)
     mismatch = images.grid_mismatch(labelmap, image)
     if mismatch:
         raise InputError(f"label map is not on the image grid: {mismatch}")
+    if n_slices is None:
+        n_slices = MAX_SLICES
     if n_slices < 1:
         raise InputError(f"the report needs at least one slice, not {n_slices}")
+    if reference is not None:
+        reference = np.asarray(reference, dtype=bool)
+        if reference.shape != array.shape:
+            raise InputError(f"reference shape {reference.shape} does not match the image grid "
+                             f"{array.shape}")
     out = Path(out_dir)
     png_path, json_path = out / "report.png", out / "volumes.json"
     for target in (png_path, json_path):
@@ -94,17 +117,44 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
               "spacing_mm": [float(s) for s in labelmap.GetSpacing()],
               "voxel_volume_mm3": float(np.prod(labelmap.GetSpacing())),
               "segments": segment_volumes(labelmap, segments)}
-    figure = _montage(image, array, segments, report, n_slices)
+    figure, layout = _montage(image, array, segments, report, n_slices, reference)
+    report["montage"] = layout
     with files.atomic_path(png_path, overwrite) as tmp:
         figure.savefig(str(tmp), format="png", facecolor=figure.get_facecolor())
     files.write_json(report, json_path, overwrite=overwrite)
     return report
 
 
+def _ranges(values: Sequence[int]) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` -> ``"1-3, 7, 9-10"``."""
+    parts, run = [], []
+    for v in values:
+        if run and v == run[-1] + 1:
+            run.append(v)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
+        run = [v]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
+    return ", ".join(parts)
+
+
+def tile_scale(width_mm: float, height_mm: float, voxel_mm: float) -> float:
+    """Pixels per millimetre of a tile of ``width_mm`` x ``height_mm``: at least
+    :data:`MIN_PIXELS_PER_VOXEL` per in-plane voxel of ``voxel_mm``, within :data:`TILE_PIXELS`
+    along the longer side (the upper limit wins for very large fields of view)."""
+    longest = max(width_mm, height_mm, 1e-6)
+    scale = max(MIN_PIXELS_PER_VOXEL / voxel_mm, TILE_PIXELS[0] / longest)
+    return min(scale, TILE_PIXELS[1] / longest)
+
+
 def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSpec],
-             report: dict, n_slices: int):
-    """The report figure (a bare matplotlib Figure: rendered with Agg, no pyplot state)."""
+             report: dict, n_slices: int, reference: Optional[np.ndarray] = None):
+    """The report figure (a bare matplotlib Figure: rendered with Agg, no pyplot state) and its
+    layout (slices shown and left out, scale)."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     direction = image.GetDirection()
@@ -113,16 +163,18 @@ def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSp
     row_mm, col_mm = spacing[axes["SI"]], spacing[axes["LR"]]
     grey = sitk.GetArrayViewFromImage(image)
     mask = labels > 0
+    shown_mask = mask | reference if reference is not None else mask
     ap_in_array = 2 - axes["AP"]  # [k, j, i] axis of A-P
-    in_slice = mask.any(axis=tuple(a for a in range(3) if a != ap_in_array))
+    in_slice = shown_mask.any(axis=tuple(a for a in range(3) if a != ap_in_array))
     filled = np.flatnonzero(in_slice)
     picks = _pick_slices(filled if filled.size else np.arange(labels.shape[ap_in_array]),
                          n_slices)
+    left_out = sorted(set(filled.tolist()) - set(picks.tolist()))
 
-    # Every panel shows the same window: the mask's in-plane extent over all slices + 15 mm.
-    union = np.zeros_like(coronal_plane(mask, direction, 0))
+    # Every panel shows the same window: the masks' in-plane extent over all slices + 15 mm.
+    union = np.zeros_like(coronal_plane(shown_mask, direction, 0))
     for n in filled:
-        union |= coronal_plane(mask, direction, int(n))
+        union |= coronal_plane(shown_mask, direction, int(n))
     r0, r1, c0, c1 = 0, union.shape[0], 0, union.shape[1]
     if union.any():
         rows, cols = np.nonzero(union)
@@ -138,52 +190,76 @@ def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSp
 
     ncols = min(4, len(picks))
     nrows = int(math.ceil(len(picks) / ncols))
-    panel_w = 3.2
-    panel_h = panel_w * height_mm / width_mm
-    head, foot = 0.75, 0.6  # inches for the title and the legend
-    fig_h = panel_h * nrows + head + foot
-    fig_w = max(panel_w * ncols, 7.5)  # room for the title and the legend
-    side = 0.5 * (1 - panel_w * ncols / fig_w) + 0.01
-    fig = Figure(figsize=(fig_w, fig_h), dpi=110, facecolor="black")
-    grid = fig.add_gridspec(nrows, ncols, left=side, right=1 - side, top=1 - head / fig_h,
-                            bottom=foot / fig_h, wspace=0.04, hspace=0.12)
+    px_per_mm = tile_scale(width_mm, height_mm, min(row_mm, col_mm))
+    panel_w, panel_h = width_mm * px_per_mm / DPI, height_mm * px_per_mm / DPI  # inches
+    gap_w, gap_h = 0.06, 0.3  # inches between tiles (room for each tile's title)
+    head, foot = 1.0, 0.7  # inches for the title and the legend
+    fig_w = max(panel_w * ncols + gap_w * (ncols + 1), 9.0)  # room for the title and legend
+    fig_h = panel_h * nrows + gap_h * nrows + head + foot
+    fig = Figure(figsize=(fig_w, fig_h), dpi=DPI, facecolor="black")
     m = images.ijk_to_lps(image)
     centre = [(s - 1) / 2.0 for s in image.GetSize()]
     extent = (0.0, width_mm, height_mm, 0.0)  # millimetres: square pixels mean equal mm
     xs = (np.arange(c1 - c0) + 0.5) * col_mm
     ys = (np.arange(r1 - r0) + 0.5) * row_mm
+    left = (fig_w - (panel_w * ncols + gap_w * (ncols - 1))) / 2.0
     for number, n in enumerate(int(n) for n in picks):
-        ax = fig.add_subplot(grid[number // ncols, number % ncols])
+        row, col = divmod(number, ncols)
+        box = ((left + col * (panel_w + gap_w)) / fig_w,
+               1 - (head + row * (panel_h + gap_h) + gap_h + panel_h) / fig_h,
+               panel_w / fig_w, panel_h / fig_h)
+        ax = fig.add_axes(box)
         ax.imshow(coronal_plane(grey, direction, n)[r0:r1, c0:c1], cmap="gray", vmin=lo,
                   vmax=hi, extent=extent, aspect="equal", interpolation="nearest")
         label_plane = coronal_plane(labels, direction, n)[r0:r1, c0:c1]
         for spec in segments:
             seg = (label_plane == spec.value).astype(np.float32)
             if seg.any() and min(seg.shape) > 1:  # a dark halo keeps pale outlines visible
-                ax.contour(xs, ys, seg, levels=[0.5], colors=["black"], linewidths=2.6)
+                ax.contour(xs, ys, seg, levels=[0.5], colors=["black"], linewidths=3.4)
                 ax.contour(xs, ys, seg, levels=[0.5], colors=[tuple(spec.color)],
-                           linewidths=1.2)
+                           linewidths=1.8)
+        if reference is not None:
+            ref = coronal_plane(reference, direction, n)[r0:r1, c0:c1].astype(np.float32)
+            if ref.any() and min(ref.shape) > 1:
+                ax.contour(xs, ys, ref, levels=[0.5], colors=[REFERENCE_COLOR],
+                           linewidths=1.5, linestyles="dashed")
         point = list(centre)
         point[axes["AP"]] = float(n)
         y_mm = float((m @ np.array(point + [1.0]))[1])
         ax.set_title(f"{'ijk'[axes['AP']]} = {n}   {'P' if y_mm >= 0 else 'A'} {abs(y_mm):.1f} mm",
-                     color="white", fontsize=8, pad=2)
+                     color="white", fontsize=9, pad=2)
         for text, x, y, ha, va in (("R", 0.02, 0.5, "left", "center"),
                                    ("L", 0.98, 0.5, "right", "center"),
                                    ("S", 0.5, 0.98, "center", "top"),
                                    ("I", 0.5, 0.02, "center", "bottom")):
             ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, color="yellow",
-                    fontsize=8, fontweight="bold")
+                    fontsize=9, fontweight="bold")
         ax.set_xlim(0, width_mm)
         ax.set_ylim(height_mm, 0)
         ax.set_axis_off()
     legend = [Patch(facecolor=tuple(s.color), edgecolor="white",
                     label=f"{v['name']} (label {v['label_value']}): {v['volume_ml']:.1f} ml")
               for s, v in zip(segments, report["segments"])]
-    fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 3), fontsize=9,
+    if reference is not None:
+        legend.append(Line2D([0], [0], color=REFERENCE_COLOR, linestyle="dashed",
+                             label="reference"))
+    fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 3), fontsize=10,
                frameon=False, labelcolor="white")
     sp = " x ".join(f"{s:.2f}" for s in spacing)
     note = "" if filled.size else " - nothing segmented"
-    fig.suptitle(f"{report['title']}{note}\ncoronal slices, radiological view (patient right on "
-                 f"the left); voxels {sp} mm", color="white", fontsize=10)
-    return fig
+    axis = "ijk"[axes["AP"]]
+    if left_out:
+        shown = (f"{len(picks)} of {filled.size} slices with femur shown; left out "
+                 f"({len(left_out)}): {axis} = {_ranges(left_out)}")
+    elif filled.size:
+        shown = f"all {filled.size} slices with femur"
+    else:
+        shown = f"{len(picks)} slices"
+    fig.suptitle(f"{report['title']}{note}\n{shown}\ncoronal slices, radiological view (patient "
+                 f"right on the left); voxels {sp} mm", color="white", fontsize=11,
+                 y=1 - 0.1 / fig_h, va="top")
+    layout = {"slice_axis": axis, "slices_with_femur": int(filled.size),
+              "slices_shown": [int(n) for n in picks], "slices_left_out": left_out,
+              "pixels_per_mm": float(px_per_mm),
+              "tile_pixels": [int(round(panel_w * DPI)), int(round(panel_h * DPI))]}
+    return fig, layout
