@@ -2,7 +2,8 @@
 ensemble.
 
 The card is :func:`.cards.run_card` (config, data description, CV metrics from ``evaluate``,
-the PR-optimal threshold, training wall time and hardware, command lines, code version). After
+the PR-optimal threshold, training wall time and hardware, command lines, code version) with the
+``plausibility`` section of the run's training data (:func:`plausibility_for_run`). After
 the folder is written (each fold's ``.pt`` and ``.onnx``, see
 :func:`.modelwriter.write_model_folder`), a
 small phantom is segmented through the full inference path with ONNX Runtime and with PyTorch;
@@ -89,6 +90,7 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
         nets[k] = net.eval()
     card = run_card(run, summary, name=name, version=version, license=license,
                     command=command, code_version=code_version(), card_extra=card_extra)
+    card["plausibility"] = plausibility_for_run(run)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
     try:
@@ -111,3 +113,26 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
     log.info("exported %d fold(s) of %s to %s (phantom ONNX/torch difference %.1e)",
              len(nets), run_dir, out, diff)
     return out
+
+
+def plausibility_for_run(run: dict) -> dict:
+    """The card's ``plausibility`` section (see :mod:`FemurSegLib.plausibility`) from the run's
+    training data: every case's image preprocessed as the card's input section says, and the
+    per-femur volumes of its label map."""
+    from FemurSegLib.plausibility import training_section
+    from FemurSegLib.preprocessing import InputSpec
+
+    from .data import load_dataset
+
+    ds = run.get("dataset") or {}
+    path = ds.get("path")
+    if not path or not Path(path).is_dir():
+        raise FemurSegError(f"training data not found at {path}: export computes the card's "
+                            "plausibility section (femur volumes, intensity fingerprint) from it")
+    fg = ds.get("foreground_label")
+    dataset = load_dataset(path, None if fg is None else str(fg), check=False)
+    return training_section(
+        [(c.image_path, c.label_path) for c in dataset.cases],
+        InputSpec.from_dict(run["config"]["input"]), dataset.foreground_label,
+        source=f"{len(dataset.cases)} training cases of {Path(path).name} (label "
+               f"{dataset.foreground_label}), femurseg-train export")

@@ -142,6 +142,32 @@ def test_export_then_segment(evaluated_run, capsys):
     assert any(c.startswith("femurseg-train export") for c in tr["commands"])
     assert card["license"] and card["intended_use"]
     assert card["export_checks"]["phantom_onnx_vs_torch_max_abs_diff"] <= 1e-4
+    # the plausibility section comes from the run's 4 training phantoms: per-femur volumes
+    # (counted here on each half of the LIP grid: low i = the patient's right) ...
+    section = card["plausibility"]
+    assert section["cases"] == 4 and section["source"].startswith("4 training cases of ds")
+    volumes = []
+    for n in range(4):
+        label = sitk.ReadImage(str(data / "labelsTr" / f"case{n:02d}.nii.gz"))
+        femur = sitk.GetArrayFromImage(label) == 1
+        half = femur.shape[2] // 2
+        ml = np.prod(label.GetSpacing()) / 1000
+        volumes += [femur[..., :half].sum() * ml, femur[..., half:].sum() * ml]
+    assert section["femur_volume_ml"]["training"] == pytest.approx(
+        [min(volumes), max(volumes)], abs=0.05)
+    assert section["femur_volume_ml"]["accepted"] == pytest.approx(
+        [0.5 * min(volumes), 1.5 * max(volumes)], abs=0.1)
+    # ... and the fingerprint of each training image, as the network saw it, lies in its range
+    from FemurSegLib.plausibility import intensity_fingerprint
+    from FemurSegLib.preprocessing import InputSpec, prepare
+
+    stats = section["fingerprint"]["stats"]
+    for n in range(4):
+        image = sitk.ReadImage(str(data / "imagesTr" / f"case{n:02d}_0000.nii.gz"))
+        fp = intensity_fingerprint(prepare(image, InputSpec.from_dict(card["input"])).array)
+        for name, value in fp.items():
+            lo, hi = stats[name]["training"]
+            assert lo - 1e-4 <= value <= hi + 1e-4, (name, value, lo, hi)
     # refuses to overwrite
     assert main(["export", str(run), str(model)]) == 2
     assert "output exists" in capsys.readouterr().err
@@ -150,8 +176,14 @@ def test_export_then_segment(evaluated_run, capsys):
     splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
     name = splits[1]["val"][0]
     out = base / f"{name}_seg.nii.gz"
-    assert femurseg(["segment", str(data / "imagesTr" / f"{name}_0000.nii.gz"), "-o", str(out),
-                     "--model", str(model), "--folds", "1", "--no-split", "--quiet"]) == 0
+    capsys.readouterr()
+    code = femurseg(["segment", str(data / "imagesTr" / f"{name}_0000.nii.gz"), "-o", str(out),
+                     "--model", str(model), "--folds", "1", "--no-split", "--quiet"])
+    # a 2-epoch model's mask may be implausible against the card's training volumes: then the
+    # run still finishes, with exit code 3 and one warning line naming the input
+    err = capsys.readouterr().err
+    assert code == (3 if err else 0), err
+    assert all(line.startswith(f"warning: {name}_0000.nii.gz: ") for line in err.splitlines())
     seg = sitk.ReadImage(str(out))
     ref_img = sitk.ReadImage(str(data / "labelsTr" / f"{name}.nii.gz"))
     assert seg.GetSize() == ref_img.GetSize() and seg.GetOrigin() == ref_img.GetOrigin()
