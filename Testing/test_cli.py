@@ -221,3 +221,94 @@ def test_progress_lines_for_the_slicer_module(tmp_path, scan, tiny_model_dir):
     assert res.returncode == 3, res.stderr  # finished; the tiny model's result is implausible
     pct = [int(line.split()[1]) for line in res.stderr.splitlines() if line.startswith("PROGRESS ")]
     assert pct[0] == 0 and pct[-1] == 100 and pct == sorted(pct)
+
+
+def _femur_pair_images(tmp_path):
+    """Reference with a right femur (12 voxels at low i) and a left femur (24 voxels at high i)
+    on a 1 x 1 x 2 mm grid; the prediction finds the right one exactly and half the left one,
+    plus a stray voxel on the left side."""
+    ref = np.zeros((4, 5, 14), np.uint8)
+    ref[1:3, 1:4, 1:3] = 1           # right femur: 2 x 3 x 2 = 12 voxels
+    ref[1:3, 1:4, 9:13] = 1          # left femur: 2 x 3 x 4 = 24 voxels
+    pred = np.zeros_like(ref)
+    pred[1:3, 1:4, 1:3] = 1          # right: exact
+    pred[1:3, 1:4, 9:11] = 2         # left: 12 of 24
+    pred[0, 0, 13] = 2               # a stray voxel on the left side
+    img = lambda a: oblique_image(a, spacing=(1.0, 1.0, 2.0))
+    return img(pred), img(ref)
+
+
+def test_evaluate_reports_each_femur(tmp_path, capsys):
+    pred, ref = _femur_pair_images(tmp_path)
+    sitk.WriteImage(pred, str(tmp_path / "pred.nrrd"))
+    sitk.WriteImage(ref, str(tmp_path / "ref.nrrd"))
+    code, out, err = run(capsys, "evaluate", tmp_path / "pred.nrrd", tmp_path / "ref.nrrd",
+                         "--json", tmp_path / "m.json", "--csv", tmp_path / "m.csv")
+    assert code == 0, err
+    m = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
+    assert m["dsc"] == pytest.approx(2 * 24 / (25 + 36))     # both together
+    assert m["right"]["dsc"] == pytest.approx(1.0)
+    assert m["left"]["dsc"] == pytest.approx(2 * 12 / (13 + 24))
+    assert m["left"]["precision"] == pytest.approx(12 / 13)
+    assert m["left"]["volume_ref_ml"] == pytest.approx(24 * 2.0 / 1000)
+    rows = (tmp_path / "m.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0] == ("case,femur,dsc,precision,recall,specificity,hd95_mm,assd_mm,"
+                       "volume_pred_ml,volume_ref_ml,prediction,reference")
+    assert [r.split(",")[:2] for r in rows[1:]] == [["pred", "both"], ["pred", "right"],
+                                                    ["pred", "left"]]
+    assert float(rows[2].split(",")[2]) == pytest.approx(1.0)
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["both", "right", "left"]
+
+
+def test_evaluate_two_folders_pairs_by_case_name(tmp_path, capsys):
+    from FemurSegLib import writers
+    from FemurSegLib.segments import femur_segments
+
+    pred, ref = _femur_pair_images(tmp_path)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    sitk.WriteImage(pred, str(tmp_path / "pred" / "hip01.nii.gz"))
+    writers.write_seg_nrrd(pred, femur_segments(True), tmp_path / "pred" / "hip02.seg.nrrd")
+    sitk.WriteImage(pred, str(tmp_path / "pred" / "hip03.nii.gz"))        # no reference
+    sitk.WriteImage(ref, str(tmp_path / "ref" / "hip01.nii.gz"))
+    sitk.WriteImage(ref, str(tmp_path / "ref" / "hip02.nii.gz"))
+    sitk.WriteImage(ref, str(tmp_path / "ref" / "hip04.nii.gz"))          # no prediction
+    code, out, err = run(capsys, "evaluate", tmp_path / "pred", tmp_path / "ref", "--json",
+                         tmp_path / "m.json", "--csv", tmp_path / "m.csv")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "unpaired predictions (left out): hip03"
+    assert lines[1] == "unpaired references (left out): hip04"
+    assert [line.split()[:2] for line in lines[3:]] == [
+        ["hip01", "both"], ["hip01", "right"], ["hip01", "left"],
+        ["hip02", "both"], ["hip02", "right"], ["hip02", "left"],
+        ["mean", "both"], ["mean", "right"], ["mean", "left"]]
+    m = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
+    assert [c["case"] for c in m["cases"]] == ["hip01", "hip02"]
+    assert m["unpaired"] == {"predictions": ["hip03"], "references": ["hip04"]}
+    assert m["summary"]["left"]["cases"] == 2
+    assert m["summary"]["left"]["dsc"]["mean"] == pytest.approx(2 * 12 / (13 + 24))
+    assert m["summary"]["right"]["dsc"] == {"mean": pytest.approx(1.0), "sd": pytest.approx(0.0)}
+    assert len((tmp_path / "m.csv").read_text(encoding="utf-8").splitlines()) == 1 + 6
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("file-and-folder", "give two files or two folders (pairs by case name), not one of each"),
+    ("no-pairs", "no case has both a prediction in {tmp}/pred and a reference in {tmp}/ref "
+                 "(files pair by case name: hip01.seg.nrrd with hip01.nii.gz)"),
+    ("two-of-a-case", "two prediction files of case hip01 in {tmp}/pred: hip01.nii.gz, "
+                      "hip01_0000.nrrd"),
+])
+def test_evaluate_folder_errors(tmp_path, capsys, setup, message):
+    pred, ref = _femur_pair_images(tmp_path)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    sitk.WriteImage(pred, str(tmp_path / "pred" / "hip01.nii.gz"))
+    sitk.WriteImage(ref, str(tmp_path / "ref" / ("hip02.nii.gz" if setup == "no-pairs"
+                                                 else "hip01.nii.gz")))
+    if setup == "two-of-a-case":
+        sitk.WriteImage(pred, str(tmp_path / "pred" / "hip01_0000.nrrd"))
+    second = tmp_path / "ref" / "hip01.nii.gz" if setup == "file-and-folder" else tmp_path / "ref"
+    code, _, err = run(capsys, "evaluate", tmp_path / "pred", second)
+    assert code == 2
+    assert err == f"error: {message.format(tmp=tmp_path)}\n"

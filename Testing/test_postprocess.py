@@ -10,7 +10,8 @@ from scipy import ndimage as ndi
 
 from FemurSegLib.errors import InputError
 from FemurSegLib.postprocess import (femur_side, keep_components, largest_component,
-                                     side_from_anatomy, side_from_coordinates, split_femurs)
+                                     side_from_anatomy, side_from_coordinates, side_regions,
+                                     split_femurs)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hip-mri-t1"
 
@@ -345,3 +346,21 @@ def preprocessing_orientation(image: sitk.Image) -> str:
     from FemurSegLib.preprocessing import orientation_of
 
     return orientation_of(image)
+
+
+def test_side_regions_meet_midway_between_the_reference_femurs():
+    # LOW_I spans i 1-3 (x 11-13 mm), HIGH_I i 9-11 (x 19-21): the plane lies at x = 16 mm,
+    # between columns i = 5 (x 15) and i = 6 (x 16, on the left side)
+    regions = side_regions(blobs((5, 6, 14), LOW_I, HIGH_I), make_image())
+    assert sorted(regions) == ["left", "right"]
+    expected_right = np.zeros((5, 6, 14), bool)
+    expected_right[..., :6] = True
+    np.testing.assert_array_equal(regions["right"], expected_right)
+    np.testing.assert_array_equal(regions["left"], ~expected_right)
+
+
+def test_side_regions_of_one_femur_cover_the_image():
+    regions = side_regions(blobs((5, 6, 14), HIGH_I), make_image(origin=(-50.0, 0.0, 0.0)))
+    assert list(regions) == ["right"]  # x -40 mm: the patient's right
+    assert regions["right"].all()
+    assert side_regions(np.zeros((5, 6, 14), bool), make_image()) == {}

@@ -279,33 +279,156 @@ def cmd_models(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+#: Columns of `femurseg evaluate` (metrics of FemurSegLib.metrics.evaluate_masks).
+METRIC_COLUMNS = ("dsc", "precision", "recall", "specificity", "hd95_mm", "assd_mm",
+                  "volume_pred_ml", "volume_ref_ml")
+FEMURS = ("both", "right", "left")
+
+
+def _evaluate_pair(prediction: Path, reference: Path, args) -> dict:
+    """Metrics of one prediction against its reference: both femurs together, and each femur
+    on its side of the reference (FemurSegLib.postprocess.side_regions)."""
     import SimpleITK as sitk
 
-    from . import files, images
+    from . import images
     from .metrics import evaluate_masks
+    from .postprocess import side_regions
 
-    ref_img = images.read_image(args.reference, what="reference", allow_constant=True)
-    pred_img = images.read_image(args.prediction, what="prediction", allow_constant=True)
+    ref_img = images.read_image(reference, what="reference", allow_constant=True)
+    pred_img = images.read_image(prediction, what="prediction", allow_constant=True)
     mismatch = images.grid_mismatch(pred_img, ref_img)
     if mismatch:
-        raise InputError(f"prediction and reference are on different grids: {mismatch}")
+        raise InputError(f"prediction {prediction.name} and reference {reference.name} are on "
+                         f"different grids: {mismatch}")
     ref = sitk.GetArrayViewFromImage(ref_img) == args.label
     if not ref.any():
-        raise InputError(f"reference {Path(args.reference).name} has no voxel with label "
-                         f"{args.label}")
+        raise InputError(f"reference {reference.name} has no voxel with label {args.label}")
     pred_arr = sitk.GetArrayViewFromImage(pred_img)
     pred = pred_arr == args.pred_label if args.pred_label is not None else pred_arr > 0
     spacing = tuple(reversed(ref_img.GetSpacing()))  # array axis order
-    result = evaluate_masks(pred, ref, spacing)
-    result = {"prediction": str(args.prediction), "reference": str(args.reference),
-              "label": args.label, **result}
+    femurs = {"both": evaluate_masks(pred, ref, spacing)}
+    for side, region in side_regions(ref, ref_img).items():
+        femurs[side] = evaluate_masks(pred & region, ref & region, spacing)
+    return {"case": images.case_name(prediction), "prediction": str(prediction),
+            "reference": str(reference), "label": args.label, **femurs["both"],
+            **{side: femurs[side] for side in ("right", "left") if side in femurs}}
+
+
+def _pairs(pred_dir: Path, ref_dir: Path):
+    """Prediction and reference files paired by case name, and the unpaired ones."""
+    from . import images
+
+    def by_case(folder: Path, what: str) -> dict:
+        found = {}
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and images.image_suffix(p):
+                case = images.case_name(p)
+                if case in found:
+                    raise InputError(f"two {what} files of case {case} in {folder}: "
+                                     f"{found[case].name}, {p.name}")
+                found[case] = p
+        return found
+
+    preds, refs = by_case(pred_dir, "prediction"), by_case(ref_dir, "reference")
+    paired = [(preds[c], refs[c]) for c in sorted(set(preds) & set(refs))]
+    return paired, sorted(set(preds) - set(refs)), sorted(set(refs) - set(preds))
+
+
+def _strict(value):
+    """NaN and infinity as null: strict JSON and empty CSV cells."""
+    import math
+
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def _rows(result: dict):
+    for femur in FEMURS:
+        metrics = result if femur == "both" else result.get(femur)
+        if metrics is not None:
+            yield femur, {k: _strict(metrics[k]) for k in METRIC_COLUMNS}
+
+
+def _summary(results: list) -> dict:
+    import numpy as np
+
+    out = {}
+    for femur in FEMURS:
+        rows = [dict(_rows(r)).get(femur) for r in results]
+        rows = [r for r in rows if r is not None]
+        if rows:
+            out[femur] = {"cases": len(rows)}
+            for k in METRIC_COLUMNS:
+                values = np.array([r[k] for r in rows if r[k] is not None], dtype=float)
+                out[femur][k] = {"mean": float(values.mean()) if values.size else None,
+                                 "sd": float(values.std(ddof=1)) if values.size > 1 else None}
+    return out
+
+
+def cmd_evaluate(args) -> int:
+    import csv
+    import io
+
+    from . import files
+
+    pred_path, ref_path = Path(args.prediction), Path(args.reference)
+    for p, what in ((pred_path, "prediction"), (ref_path, "reference")):
+        if not p.exists():
+            raise InputError(f"{what} not found: {p}")
+    folders = pred_path.is_dir() and not _is_dicom_series(pred_path)
+    if folders != (ref_path.is_dir() and not _is_dicom_series(ref_path)):
+        raise InputError("give two files or two folders (pairs by case name), not one of each")
+    for out in (args.json, args.csv):
+        if out:
+            files.check_writable(out, args.overwrite)
+    unpaired = {"predictions": [], "references": []}
+    if folders:
+        pairs, unpaired["predictions"], unpaired["references"] = _pairs(pred_path, ref_path)
+        if not pairs:
+            raise InputError(f"no case has both a prediction in {pred_path} and a reference in "
+                             f"{ref_path} (files pair by case name: hip01.seg.nrrd with "
+                             "hip01.nii.gz)")
+    else:
+        pairs = [(pred_path, ref_path)]
+    results = [_evaluate_pair(p, r, args) for p, r in pairs]
+    for what, cases in unpaired.items():
+        if cases:
+            print(f"unpaired {what} (left out): {', '.join(cases)}")
+    header = f"{'case':<16} {'femur':<6}" + "".join(f" {k:>14}" for k in METRIC_COLUMNS)
+    print(header)
+    for result in results:
+        for femur, row in _rows(result):
+            print(f"{result['case']:<16} {femur:<6}" + "".join(
+                f" {'-' if v is None else format(v, '.4f'):>14}" for v in row.values()))
+    summary = _summary(results) if folders else None
+    if summary:
+        for femur, stats in summary.items():
+            print(f"{'mean':<16} {femur:<6}" + "".join(
+                f" {'-' if stats[k]['mean'] is None else format(stats[k]['mean'], '.4f'):>14}"
+                for k in METRIC_COLUMNS))
     if args.json:
-        files.write_json(result, args.json, overwrite=args.overwrite)
-    for k, v in result.items():
-        if isinstance(v, float):
-            print(f"{k:>16}: {v:.4f}")
+        strict = [{k: ({kk: _strict(vv) for kk, vv in v.items()} if isinstance(v, dict)
+                       else _strict(v)) for k, v in r.items()} for r in results]
+        data = strict[0] if not folders else {"cases": strict, "unpaired": unpaired,
+                                              "summary": summary}
+        files.write_json(data, args.json, overwrite=args.overwrite)
+    if args.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["case", "femur", *METRIC_COLUMNS, "prediction", "reference"])
+        for result in results:
+            for femur, row in _rows(result):
+                writer.writerow([result["case"], femur,
+                                 *("" if v is None else repr(v) for v in row.values()),
+                                 result["prediction"], result["reference"]])
+        files.write_text(buffer.getvalue(), args.csv, overwrite=args.overwrite)
     return 0
+
+
+def _is_dicom_series(folder: Path) -> bool:
+    """A folder without image files (read as a DICOM series), not a folder of cases."""
+    from . import images
+
+    return not any(p.is_file() and images.image_suffix(p) for p in folder.iterdir())
 
 
 def cmd_phantom(args) -> int:
@@ -384,13 +507,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print the cards as JSON")
     m.set_defaults(func=cmd_models)
 
-    e = sub.add_parser("evaluate", help="compare a segmentation with a reference")
-    e.add_argument("prediction", metavar="PRED")
-    e.add_argument("reference", metavar="REF")
+    e = sub.add_parser("evaluate", help="compare segmentations with references: both femurs "
+                       "together and each femur")
+    e.add_argument("prediction", metavar="PRED", help="a segmentation, or a folder of them")
+    e.add_argument("reference", metavar="REF", help="a reference label map, or a folder of them "
+                   "(paired with the predictions by case name)")
     e.add_argument("--label", type=int, default=1, help="reference label of the femur (default 1)")
     e.add_argument("--pred-label", type=int, default=None,
                    help="prediction label (default: every non-zero label)")
     e.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    e.add_argument("--csv", metavar="OUT", help="also write the metrics as CSV (one row per "
+                   "case and femur)")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 

@@ -15,7 +15,7 @@ anatomy (the femoral head lies medial to the greater trochanter): see :func:`fem
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,7 +24,7 @@ from .errors import InputError
 from .images import ijk_to_lps
 
 __all__ = ["largest_component", "keep_components", "split_femurs", "apply_rule", "femur_side",
-           "side_from_coordinates", "side_from_anatomy"]
+           "side_from_coordinates", "side_from_anatomy", "side_regions"]
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:
@@ -192,3 +192,25 @@ def apply_rule(mask: np.ndarray, image: sitk.Image, rule: str, *, split: bool = 
     if rule == "none":
         return _check_mask(mask).astype(np.uint8), False
     raise ValueError(f"unknown post-processing rule {rule!r} (largest_per_femur, largest, none)")
+
+
+def side_regions(reference: np.ndarray, image: sitk.Image) -> Dict[str, np.ndarray]:
+    """The voxels on each femur's side of a reference femur mask, for per-femur metrics.
+
+    The reference's femurs are told apart as in the outputs (:func:`split_femurs`). With both,
+    the sides meet at the plane perpendicular to the left-right (LPS x) axis midway between their
+    centroids: every voxel with a smaller x is on the right femur's side, any prediction there
+    counts for the right femur (also stray fragments). With one femur the whole image is its
+    side. Returns boolean ``[k, j, i]`` masks keyed ``"right"`` and ``"left"``, only for sides
+    with a reference femur.
+    """
+    sides, _ = split_femurs(reference, image, split=True)
+    present = {name: value for name, value in (("right", 1), ("left", 2)) if np.any(sides == value)}
+    if len(present) < 2:
+        return {name: np.ones(sides.shape, dtype=bool) for name in present}
+    mid = 0.5 * sum(_lps_points(sides, v, image)[:, 0].mean() for v in present.values())
+    m = ijk_to_lps(image)
+    k, j, i = np.ogrid[tuple(slice(0, n) for n in sides.shape)]
+    x = m[0, 0] * i + m[0, 1] * j + m[0, 2] * k + m[0, 3]
+    right = np.broadcast_to(x < mid, sides.shape)
+    return {"right": np.array(right), "left": ~right}
