@@ -146,6 +146,9 @@ def test_two_inputs_of_one_case_are_refused(tmp_path, capsys, scan, no_model):
     (["--probabilities", "{tmp}/o.nii.gz"], "two outputs are the same file: {tmp}/o.nii.gz"),
     (["--stl", "{tmp}/file"], "--stl {tmp}/file: a file, not a folder"),
     (["--format", ".nrrd"], "--format .nrrd does not match the output file o.nii.gz"),
+    (["--reference", "{tmp}/file"], "--reference is drawn in the QC report: add --report DIR"),
+    (["--reference", "{tmp}/nope.nii.gz", "--report", "{tmp}/r"],
+     "reference not found: {tmp}/nope.nii.gz"),
 ])
 def test_other_outputs_are_checked_too(tmp_path, capsys, scan, no_model, extra, message):
     (tmp_path / "file").write_text("x")
@@ -295,3 +298,47 @@ def test_staging_success_leaves_only_the_targets(tmp_path):
         done = staging.commit()
     assert done == [tmp_path / "x" / "a.txt", tmp_path / "y" / "b", tmp_path / "y" / "c"]
     assert files_in(tmp_path) == ["x", "x/a.txt", "y", "y/b", "y/c"]
+
+
+# ----------------------------------------------------------------------------------------------
+# --reference: a reference outline in the QC report
+
+
+def test_report_with_reference_outline(tmp_path, capsys, scan, tiny_model_dir):
+    from matplotlib import image as mpimg
+
+    from FemurSegLib.montage import REFERENCE_COLOR
+
+    image = sitk.ReadImage(str(scan))
+    ref = sitk.GetArrayFromImage(image) > 500  # the bright blob, as label 1
+    label = sitk.GetImageFromArray(ref.astype(np.uint8))
+    label.CopyInformation(image)
+    sitk.WriteImage(label, str(tmp_path / "hip01.nii.gz"))
+    code, _, err = run(capsys, "segment", scan, "-o", tmp_path / "o.seg.nrrd", "--report",
+                       tmp_path / "report", "--reference", tmp_path / "hip01.nii.gz",
+                       "--model", tiny_model_dir, "--quiet", "--no-tta")
+    assert code == 3, err  # the tiny random model's result: a warning, the outputs written
+    rgb = mpimg.imread(str(tmp_path / "report" / "report.png"))[..., :3]
+    assert np.all(np.abs(rgb - np.asarray(REFERENCE_COLOR)) < 0.15, axis=-1).sum() > 50
+    # a reference of another grid is refused with the input's name
+    small = sitk.Image([4, 4, 4], sitk.sitkUInt8)
+    sitk.WriteImage(small + 1, str(tmp_path / "other.nii.gz"))
+    code, _, err = run(capsys, "segment", scan, "-o", tmp_path / "p.seg.nrrd", "--reference",
+                       tmp_path / "other.nii.gz", "--model", tiny_model_dir, "--quiet")
+    assert code == 2
+    assert err.startswith("error: reference other.nii.gz is not on the image grid: size ")
+    assert not (tmp_path / "p.seg.nrrd").exists()
+
+
+def test_reference_folder_pairs_by_case_name_before_the_model_runs(tmp_path, capsys, scan,
+                                                                   no_model):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "refs").mkdir()
+    shutil.copy(scan, tmp_path / "in" / "hip01_0000.nii.gz")
+    shutil.copy(scan, tmp_path / "in" / "hip02_0000.nii.gz")
+    shutil.copy(scan, tmp_path / "refs" / "hip01.nii.gz")
+    code, _, err = run(capsys, "segment", tmp_path / "in", "-o", tmp_path / "out", "--report",
+                       tmp_path / "report", "--reference", tmp_path / "refs")
+    assert code == 2
+    assert err == (f"error: no reference label map for hip02 in {tmp_path / 'refs'} (expected "
+                   "hip02.nii.gz or another image ending)\n")

@@ -211,6 +211,8 @@ def plan_outputs(inputs: Sequence[Path], output: str, *, fmt: Optional[str] = No
         if text and Path(text).is_file():
             raise OutputError(f"{option} {text}: a file, not a folder")
     ref_kind = None
+    if reference and not report:
+        raise InputError("--reference is drawn in the QC report: add --report DIR")
     if reference:
         ref = Path(reference)
         if not ref.exists():
