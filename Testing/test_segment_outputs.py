@@ -324,10 +324,11 @@ def test_report_with_reference_outline(tmp_path, capsys, scan, tiny_model_dir):
     small = sitk.Image([4, 4, 4], sitk.sitkUInt8)
     sitk.WriteImage(small + 1, str(tmp_path / "other.nii.gz"))
     code, _, err = run(capsys, "segment", scan, "-o", tmp_path / "p.seg.nrrd", "--reference",
-                       tmp_path / "other.nii.gz", "--model", tiny_model_dir, "--quiet")
+                       tmp_path / "other.nii.gz", "--report", tmp_path / "r2", "--model",
+                       tiny_model_dir, "--quiet")
     assert code == 2
     assert err.startswith("error: reference other.nii.gz is not on the image grid: size ")
-    assert not (tmp_path / "p.seg.nrrd").exists()
+    assert not (tmp_path / "p.seg.nrrd").exists() and not (tmp_path / "r2").exists()
 
 
 def test_reference_folder_pairs_by_case_name_before_the_model_runs(tmp_path, capsys, scan,
