@@ -36,7 +36,8 @@ from slicer.util import VTKObservationMixin
 from FemurSegLib.errors import FemurSegError
 from FemurSegMRMLLib import install, models, scene, volumes
 from FemurSegMRMLLib.job import DEVICES, JobOptions, finish_job, prepare_job, segment_volume
-from FemurSegMRMLLib.process import BackgroundProcess, error_message, parse_progress_line
+from FemurSegMRMLLib.process import (WARNING_EXIT_CODE, BackgroundProcess, error_message,
+                                     parse_progress_line, warning_lines)
 from FemurSegMRMLLib.stl import DEFAULT_STL_SIGMA_VOXELS
 
 #: The folder of this file; FemurSegLib sits in it (and the CLI process gets it on PYTHONPATH).
@@ -297,11 +298,14 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _setStatus(self, text: str, error: bool = False, log: bool = True) -> None:
+    def _setStatus(self, text: str, error: bool = False, log: bool = True,
+                   warning: bool = False) -> None:
         self.ui.statusLabel.text = text
-        self.ui.statusLabel.setStyleSheet("color: #c62828;" if error else "")
+        self.ui.statusLabel.setStyleSheet("color: #c62828;" if error else
+                                          "color: #e65100;" if warning else "")
         if text and log:
-            (logging.error if error else logging.info)(f"FemurSeg: {text}")
+            (logging.error if error else logging.warning if warning else logging.info)(
+                f"FemurSeg: {text}")
 
     def onApplyButton(self) -> None:
         """Check dependencies, write the input and start the CLI in a background process."""
@@ -364,12 +368,12 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if returncode is None:
             return
         self._showOutput(proc.read_lines())
-        if returncode != 0:
+        if returncode not in (0, WARNING_EXIT_CODE):  # 3: finished, with warnings
             self._finish(error_text=error_message(proc.lines, returncode))
             return
         try:
             with slicer.util.WaitCursor():
-                result = self.logic.finishJob(self._job)
+                result = self.logic.finishJob(self._job, warning_lines(proc.lines))
         except FemurSegError as exc:
             self._finish(error_text=str(exc))
             return
@@ -391,7 +395,8 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if error_text is not None:
             self._setStatus(error_text, error=error_text != "Cancelled.")
         else:
-            self._setStatus(self.logic.summary(result, time.time() - self._startTime))
+            self._setStatus(self.logic.summary(result, time.time() - self._startTime),
+                            warning=bool(result.warnings))
         self._updateGui()
 
     def onCancelButton(self) -> None:
@@ -521,9 +526,10 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
         return prepare_job(volumeNode, python=self.pythonExecutable(), module_dir=MODULE_DIR,
                            options=options, temp_root=slicer.app.temporaryPath)
 
-    def finishJob(self, job):
-        """Load the results into the scene, export STL files if asked, and show them."""
-        result = finish_job(job, slicer.mrmlScene)
+    def finishJob(self, job, warnings=()):
+        """Load the results into the scene, export STL files if asked, and show them (also with
+        the command line's warnings: what there is is loaded)."""
+        result = finish_job(job, slicer.mrmlScene, warnings)
         self.showResult(job.volume_node, result)
         return result
 
@@ -570,6 +576,8 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
         text = f"Done in {seconds:.0f} s: {', '.join(parts) or 'no femur found'}."
         if result.stl_files:
             text += f" {len(result.stl_files)} STL file(s) in {result.stl_files[0].parent}."
+        if result.warnings:  # the command line's plausibility warning, e.g. "... no femur found"
+            text = "Warning: " + " ".join(result.warnings) + " " + text
         return text
 
 

@@ -319,6 +319,32 @@ def test_run_command_raises_the_one_line_error(tmp_path):
     assert str(caught.value) == "model folder not found: /nope"
 
 
+@pytest.mark.parametrize("lines, expected", [
+    (["PROGRESS 90 x", "warning: hip.nrrd: no femur found", "hip.nrrd: Right femur 0.0 ml"],
+     ["hip.nrrd: no femur found"]),
+    (["Warning: a: x; likely cause: y", "warning:", "warning: b: z"], ["a: x; likely cause: y",
+                                                                      "b: z"]),
+    (["error: nope", "PROGRESS 1 warning: not one"], []),
+])
+def test_warning_lines(lines, expected):
+    assert process.warning_lines(lines) == expected
+
+
+def test_run_command_accepts_a_finished_run_with_warnings_only_when_asked(tmp_path):
+    """Exit code 3: the CLI finished but a result is implausible; the segmentation passes it as
+    success and gets the output, anything else (pip) still fails on it."""
+    cmd = _script(tmp_path, """
+        import sys
+        sys.stderr.write("PROGRESS 100 done\\nwarning: hip.nrrd: no femur found\\n")
+        sys.exit(3)
+    """)
+    output = process.run_command(cmd, ok_codes=(0, process.WARNING_EXIT_CODE))
+    assert process.warning_lines(output) == ["hip.nrrd: no femur found"]
+    with pytest.raises(FemurSegError, match="^segmentation process failed with exit code 3: "
+                                            "warning: hip.nrrd: no femur found$"):
+        process.run_command(cmd)
+
+
 def test_run_command_cancel_kills_the_process(tmp_path):
     cmd = _script(tmp_path, """
         import sys, time
@@ -649,6 +675,29 @@ def test_segment_volume_end_to_end(scene, phantom, tiny_model_dir, tmp_path):
         f"phantom_femur_segmentation_{sid}.stl" for sid in non_empty]
 
 
+def test_segment_volume_loads_an_implausible_result_with_its_warning(scene, phantom, tmp_path):
+    """No femur found: the run finishes with exit code 3; the (empty) segmentation is loaded and
+    the CLI's warning line comes with the result for the status line."""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "tiny-none", threshold=1.0)  # its softmax stays near 0.5
+    volume = volumes.image_to_volume_node(phantom.image, scene, "phantom")
+    stl_dir = tmp_path / "stl"
+    stl_dir.mkdir()
+    result = jobs.segment_volume(volume, scene, python=sys.executable, module_dir=MODULE_DIR,
+                                 options=jobs.JobOptions(model=str(model), device="cpu",
+                                                         stl_folder=str(stl_dir)),
+                                 temp_root=tmp_path)
+    assert result.warnings == ["phantom.nrrd: no femur found"]
+    seg_node = result.segmentation_node
+    ids = scene_nodes.segment_ids(seg_node)
+    assert [seg_node.GetSegmentation().GetSegment(s).GetName() for s in ids] == [
+        "Right femur", "Left femur"]
+    assert all(scene_nodes.segment_voxel_volume_mm3(seg_node, s) == 0 for s in ids)
+    assert result.stl_files == [] and list(stl_dir.iterdir()) == []
+    assert not list(tmp_path.glob("FemurSeg-*"))  # temporary files removed
+
+
 @pytest.mark.parametrize("case, message", [
     ("blank", r"^input image hip-blank\.nrrd is blank: every voxel has the value 0$"),
     ("no-model", r"^model folder not found: .*no-such-model$"),
@@ -691,7 +740,10 @@ def test_cli_segment_path_needs_only_the_installed_requirements(volume, tiny_mod
            str(tmp_path / "p.nrrd"), "--progress", "lines"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                           env=jobs.cli_environment(MODULE_DIR))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # 3: finished; the tiny random model's mask covers most of the image (a warning line)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    (warning,) = process.warning_lines(proc.stderr.splitlines())
+    assert re.fullmatch(r"hip\.nrrd: the segmentation fills \d+% of the image", warning)
     assert (tmp_path / "out.seg.nrrd").is_file() and (tmp_path / "p.nrrd").is_file()
 
 

@@ -418,3 +418,37 @@ def test_failed_run_shows_the_clis_one_line_error(widget, tmp_path):
         time.sleep(0.05)
     assert panel.ui.statusLabel.text == "input image hip.nrrd is blank"
     assert panel.ui.statusLabel.styleSheet == "color: #c62828;"
+
+
+def test_implausible_run_loads_the_result_and_shows_the_warning(widget, tmp_path):
+    """The CLI finishes with exit code 3 and a warning line (a model that finds no femur): the
+    panel loads the (empty) segmentation and shows the warning in the status line, in orange."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from conftest import make_tiny_model
+    from FemurSegMRMLLib import job as jobs
+    from FemurSegMRMLLib import volumes
+
+    panel = widget.panel
+    image = sitk.GetImageFromArray(
+        np.random.default_rng(0).integers(0, 1000, (8, 24, 24)).astype(np.int16))
+    image.SetSpacing((3.6, 3.6, 5.2))
+    volume = volumes.image_to_volume_node(image, slicer.mrmlScene, "hip")
+    model = make_tiny_model(tmp_path / "tiny-none", threshold=1.0)  # its softmax stays near 0.5
+    job = jobs.prepare_job(volume, python=sys.executable, module_dir=MODULE_DIR,
+                           options=jobs.JobOptions(model=str(model), device="cpu"),
+                           temp_root=tmp_path)
+    panel._job = job
+    panel._startProcess(job)
+    (timer,) = widget.timers
+    deadline = time.monotonic() + 120
+    while panel._process is not None and time.monotonic() < deadline:
+        timer.tick()
+        time.sleep(0.05)
+    text = panel.ui.statusLabel.text
+    assert text.startswith("Warning: hip.nrrd: no femur found Done in "), text
+    assert text.endswith(" s: Right femur 0.0 ml, Left femur 0.0 ml."), text
+    assert panel.ui.statusLabel.styleSheet == "color: #e65100;"
+    assert slicer.mrmlScene.GetFirstNodeByName("hip femur segmentation") is not None
+    assert not job.work_dir.exists()

@@ -8,13 +8,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from FemurSegLib.errors import InputError
 
 from . import scene as scene_nodes
 from . import stl
-from .process import ProgressCallback, child_environment, run_command
+from .process import (WARNING_EXIT_CODE, ProgressCallback, child_environment, run_command,
+                      warning_lines)
 from .volumes import safe_file_name, write_volume_node
 
 #: Devices offered by the module; "gpu" maps to CUDA, or to MPS on macOS.
@@ -109,6 +110,8 @@ class JobResult:
     segmentation_node: object
     probability_node: Optional[object] = None
     stl_files: List[Path] = field(default_factory=list)
+    #: the CLI's warnings (no femur, implausible volume, ...), shown beside the loaded result
+    warnings: List[str] = field(default_factory=list)
 
 
 def prepare_job(volume_node, *, python: str, module_dir: os.PathLike,
@@ -136,12 +139,14 @@ def prepare_job(volume_node, *, python: str, module_dir: os.PathLike,
                command=command, env=cli_environment(module_dir), cwd=Path(module_dir))
 
 
-def finish_job(job: Job, scene) -> JobResult:
-    """Load the results of a successful run into ``scene`` (and export STL files if asked)."""
+def finish_job(job: Job, scene, warnings: Sequence[str] = ()) -> JobResult:
+    """Load the results of a finished run into ``scene`` (and export STL files if asked);
+    ``warnings`` (:func:`.process.warning_lines` of its output: exit code 3) go with the result:
+    what there is is loaded all the same."""
     volume = job.volume_node
     seg_node = scene_nodes.load_segmentation(job.output_path, scene, volume,
                                              surface_smoothing=job.options.surface_smoothing)
-    result = JobResult(segmentation_node=seg_node)
+    result = JobResult(segmentation_node=seg_node, warnings=list(warnings))
     if job.probability_path is not None:
         result.probability_node = scene_nodes.load_probability_map(job.probability_path, scene,
                                                                    volume)
@@ -163,8 +168,8 @@ def segment_volume(volume_node, scene, *, python: str, module_dir: os.PathLike,
     job = prepare_job(volume_node, python=python, module_dir=module_dir, options=options,
                       temp_root=temp_root)
     try:
-        run_command(job.command, env=job.env, cwd=job.cwd, on_progress=on_progress,
-                    is_cancelled=is_cancelled)
-        return finish_job(job, scene)
+        output = run_command(job.command, env=job.env, cwd=job.cwd, on_progress=on_progress,
+                             is_cancelled=is_cancelled, ok_codes=(0, WARNING_EXIT_CODE))
+        return finish_job(job, scene, warning_lines(output))
     finally:
         job.cleanup()

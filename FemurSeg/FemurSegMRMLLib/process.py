@@ -22,6 +22,10 @@ ProgressCallback = Callable[[float, str], None]
 
 _PROGRESS_RE = re.compile(r"^PROGRESS\s+([-+]?\d+(?:\.\d*)?)\s*(.*)$")
 _ERROR_PREFIX = "error:"
+#: The CLI's warning lines (an implausible result: no femur, an odd volume, ...) start with this,
+#: and such a run ends with this exit code: finished, the results are there to load.
+WARNING_PREFIX = "warning:"
+WARNING_EXIT_CODE = 3
 
 
 def parse_progress_line(line: str) -> Optional[Tuple[float, str]]:
@@ -33,6 +37,16 @@ def parse_progress_line(line: str) -> Optional[Tuple[float, str]]:
     if not match:
         return None
     return min(100.0, max(0.0, float(match.group(1)))), match.group(2).strip()
+
+
+def warning_lines(lines: Sequence[str]) -> List[str]:
+    """The messages of the CLI's ``warning: ...`` lines, in order (one per implausible input)."""
+    out = []
+    for line in lines:
+        text = line.strip()
+        if text.lower().startswith(WARNING_PREFIX) and text[len(WARNING_PREFIX):].strip():
+            out.append(text[len(WARNING_PREFIX):].strip())
+    return out
 
 
 def error_message(lines: Sequence[str], returncode: Optional[int],
@@ -176,10 +190,12 @@ def run_command(command: Sequence[str], *, env: Optional[Mapping[str, str]] = No
                 on_progress: Optional[ProgressCallback] = None,
                 on_line: Optional[Callable[[str], None]] = None,
                 is_cancelled: Optional[Callable[[], bool]] = None,
-                poll_seconds: float = 0.1, what: str = "segmentation process") -> List[str]:
+                poll_seconds: float = 0.1, what: str = "segmentation process",
+                ok_codes: Sequence[int] = (0,)) -> List[str]:
     """Run the CLI in a :class:`BackgroundProcess` and wait, reporting ``PROGRESS`` lines.
 
-    Returns all output lines. Raises :class:`FemurSegError` with the CLI's one-line message when
+    Returns all output lines when the exit code is one of ``ok_codes`` (the segmentation passes
+    ``(0, WARNING_EXIT_CODE)``: finished, maybe with warnings). Raises :class:`FemurSegError` with the CLI's one-line message when
     it fails (see :func:`error_message`; ``what`` names the process), and :class:`Cancelled`
     (after ending the whole process tree) when ``is_cancelled()`` turns true.
     """
@@ -204,6 +220,6 @@ def run_command(command: Sequence[str], *, env: Optional[Mapping[str, str]] = No
             break
         if proc.output_ended:  # output closed, exit not yet seen: do not spin
             time.sleep(poll_seconds)
-    if returncode != 0:
+    if returncode not in ok_codes:
         raise FemurSegError(error_message(proc.lines, returncode, what))
     return proc.lines
