@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--run-dir", help="run folder (default runs/<config name>)")
         s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         s.add_argument("--epochs", type=int, help="epoch cap (e.g. for CPU runs)")
-        s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (under torchrun: "
-                       "cuda uses the local rank's GPU)")
+        s.add_argument("--device", default="cpu", help="auto (CUDA when usable, else MPS, else "
+                       "cpu), cpu, cuda, cuda:1, mps (under torchrun: cuda uses the local "
+                       "rank's GPU)")
         s.add_argument("--time-budget", type=float, metavar="MINUTES",
                        help="train all folds within about this many minutes: each fold plans "
                        "its epochs after the first one (at most the config's max_epochs)")
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--data", help="dataset folder (default: the one the run trained on)")
     e.add_argument("--folds", help="only these folds, e.g. 0,1 (default: all)")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
@@ -190,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", metavar="RUN_DIR")
     r.add_argument("--contrasts", help="comma-separated subset of bias,gamma,inverted,random_map")
     r.add_argument("--data", help="dataset folder (default: the one the run trained on)")
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_robustness)
 
@@ -222,6 +223,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    if getattr(args, "device", None) == "auto":  # CUDA when usable, else MPS, else the CPU
+        from FemurSegLib.engines import pick_torch_device
+
+        args.device = pick_torch_device("auto")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 reports
         logging.getLogger().setLevel(logging.WARNING)

@@ -112,3 +112,31 @@ def test_plan_command_writes_an_editable_plan(tmp_path, capsys):
     # refuses to overwrite
     assert main(["plan", str(root), "-o", str(tmp_path / "plan.json")]) == 2
     assert "output exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["cv", "fit", "evaluate"])
+def test_device_auto_picks_what_torch_can_use(tmp_path, monkeypatch, capsys, command):
+    """The README's training example runs as written on a CPU machine: --device auto."""
+    import torch
+
+    import FemurSegTraining.cv as cv
+    import FemurSegTraining.evaluate as evaluate
+    from FemurSegLib.errors import FemurSegError
+
+    seen = {}
+
+    def record(*args, **kwargs):  # stands in for the training and the evaluation
+        seen.update(kwargs)
+        raise FemurSegError("recorded")
+
+    monkeypatch.setattr(cv, "run_cv", record)
+    monkeypatch.setattr(evaluate, "evaluate_run", record)
+    argv = {"cv": ["cv", "default_3d_f8l4_half"],
+            "fit": ["fit", "default_3d_f8l4_half", "--fold", "0"],
+            "evaluate": ["evaluate", str(tmp_path)]}[command]
+    assert main(argv + ["--device", "auto"]) == 2
+    assert capsys.readouterr().err == "error: recorded\n"
+    mps = getattr(torch.backends, "mps", None)
+    expected = ("cuda" if torch.cuda.is_available() else
+                "mps" if mps is not None and mps.is_available() else "cpu")
+    assert seen["device"] == expected
