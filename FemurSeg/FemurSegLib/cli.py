@@ -489,7 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "the CPU only if the model card says it pays)")
     tta.add_argument("--no-tta", dest="tta", action="store_false",
                      help="no left-right flip test-time augmentation")
-    s.add_argument("--no-split", action="store_true", help="one 'Femur' segment, not right/left")
+    s.add_argument("--no-split", action="store_true", help="one 'Femur' segment (label 1) "
+                   "instead of 1 = right femur, 2 = left femur")
     s.add_argument("--folds", metavar="0,1,2,3", help="use only these folds of the ensemble")
     s.add_argument("--dense", action="store_true", help="run every fold on the whole volume "
                    "(no region-of-interest cascade; slower, for comparisons)")
