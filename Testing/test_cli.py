@@ -312,3 +312,28 @@ def test_evaluate_folder_errors(tmp_path, capsys, setup, message):
     code, _, err = run(capsys, "evaluate", tmp_path / "pred", second)
     assert code == 2
     assert err == f"error: {message.format(tmp=tmp_path)}\n"
+
+
+def test_readme_synopsis_lists_every_option():
+    """The README's command synopsis (the block under '## Command line') names every option of
+    every command, and the exit codes and label values are documented."""
+    from pathlib import Path
+
+    from FemurSegLib.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Command line", 1)[1]
+    synopsis = section.split("```", 2)[1]
+    parser = build_parser()
+    missing = []
+    commands = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"][0]
+    for name, sub in [("femurseg", parser)] + list(commands.choices.items()):
+        if name != "femurseg":
+            assert f"femurseg {name} " in synopsis, name
+        for action in sub._actions:
+            longest = max(action.option_strings, key=len, default=None)
+            if longest and longest != "--help" and longest not in synopsis:
+                missing.append(f"{name} {longest}")
+    assert missing == []
+    assert "**0** finished, every result plausible; **3** finished" in section
+    assert "**1 = right femur, 2 = left femur**" in section and "**1 =\n  femur**" in section
