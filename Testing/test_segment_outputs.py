@@ -19,7 +19,7 @@ from FemurSegLib.images import case_name
 
 from geometry_helpers import blob, oblique_image
 
-SUFFIXES = ".seg.nrrd, .nii.gz, .nii, .nrrd, .mha"
+SUFFIXES = ".seg.nrrd, .nii.gz, .nii, .nrrd, .mha, .dcm"
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_two_inputs_of_one_case_are_refused(tmp_path, capsys, scan, no_model):
 
 @pytest.mark.parametrize("extra, message", [
     (["--probabilities", "{tmp}/p.txt"],
-     "probability map {tmp}/p.txt: not a known file type (.nrrd, .nii.gz, .nii, .mha) and not "
+     "probability map {tmp}/p.txt: not a known file type (.nrrd, .nii.gz, .nii, .mha, .dcm) and not "
      "an existing folder (end a new folder's name with /)"),
     (["--probabilities", "{tmp}/o.nii.gz"], "two outputs are the same file: {tmp}/o.nii.gz"),
     (["--stl", "{tmp}/file"], "--stl {tmp}/file: a file, not a folder"),
