@@ -226,13 +226,15 @@ def _save(plt, fig, path: Path, overwrite: bool) -> Path:
 
 
 def plot_boxes(groups: Sequence[Tuple[str, Dict[str, Sequence[float]]]], path: Path, *,
-               overwrite: bool = False) -> Path:
-    """Box plots of DSC, precision and recall per configuration (the paper's Fig. 4)."""
+               overwrite: bool = False,
+               metrics: Sequence[Tuple[str, str]] = tuple(BOX_METRICS)) -> Path:
+    """Box plots of ``metrics`` (default DSC, precision and recall) per configuration (the
+    paper's Fig. 4), one panel per metric, every subject as a dot."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(BOX_METRICS), figsize=(4 + 1.4 * len(groups) * 1.5, 4.8),
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 + 1.4 * len(groups) * 1.5, 4.8),
                              sharey=False)
     labels = [g[0] for g in groups]
-    for ax, (key, title) in zip(np.atleast_1d(axes), BOX_METRICS):
+    for ax, (key, title) in zip(np.atleast_1d(axes), metrics):
         data = [[v for v in g[1].get(key, []) if v is not None and np.isfinite(v)]
                 for g in groups]
         ax.boxplot(data, showmeans=True)

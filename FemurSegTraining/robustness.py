@@ -3,9 +3,9 @@ copies (:mod:`.contrast`) of its own validation cases through the product's infe
 the run's PR-optimal threshold with the card's post-processing, exactly as ``evaluate`` scores
 the unchanged cases.
 
-Writes ``RUN_DIR/evaluation/robustness.md``, ``robustness.csv`` and ``robustness.json``: per
-contrast the mean +- sd of DSC (all slices and labelled slices) and HD95, the worst case, and the
-difference to the unchanged cases.
+Writes ``RUN_DIR/evaluation/robustness.md``, ``robustness.csv``, ``robustness.json`` and
+``robustness.png``: per contrast the mean +- sd of DSC (all slices and labelled slices) and HD95,
+the worst case, the difference to the unchanged cases, and box plots of both DSCs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from FemurSegLib import files, images, metrics, postprocess
 from FemurSegLib.errors import FemurSegError
 
 from .contrast import CONTRASTS, contrast_copy
-from .report import mean_sd, read_summary
+from .report import mean_sd, plot_boxes, read_summary
 
 log = logging.getLogger("femurseg.train")
 
@@ -81,10 +81,12 @@ def robustness_run(run_dir, *, contrasts: Sequence[str] = tuple(CONTRASTS),
                     log.info("fold %d %s %s: DSC %.4f (%.0f s)", k, name, kind, m["dsc"],
                              time.perf_counter() - t0)
     baseline = _baseline(run_dir)
+    subjects = sorted({r["subject"] for r in rows})
     result = {"run": str(run_dir.resolve()), "config": cfg["name"], "threshold": threshold,
               "postprocess": rule, "contrasts": list(contrasts),
               "seconds": round(time.perf_counter() - t_start, 1),
-              "table": _table(rows, baseline, contrasts), "rows": rows}
+              "table": _table(rows, baseline, contrasts), "rows": rows,
+              "baseline_rows": [baseline[s] for s in subjects if s in baseline]}
     out = run_dir / "evaluation"
     _write(out, result, overwrite)
     return result
@@ -143,6 +145,12 @@ def _write(out: Path, result: dict, overwrite: bool) -> None:
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                             for k, v in r.items()})
     files.write_json(files.json_ready(result), out / "robustness.json", overwrite=overwrite)
+    groups = [("unchanged", {k: [r.get(k) for r in result["baseline_rows"]] for k in
+                             ("dsc", "dsc_labelled_slices")})]
+    groups += [(c, {k: [r[k] for r in result["rows"] if r["contrast"] == c] for k in
+                    ("dsc", "dsc_labelled_slices")}) for c in result["contrasts"]]
+    plot_boxes(groups, out / "robustness.png", overwrite=overwrite,
+               metrics=[("dsc", "DSC"), ("dsc_labelled_slices", "DSC (labelled slices)")])
 
 
 def robust_enough(result: dict, minimum: float = 0.90, within: float = 0.03) -> Dict[str, bool]:

@@ -363,7 +363,10 @@ def test_cli_dicom_seg_decodes_to_the_label_map_written_for_the_same_input(tree,
     decoded = _decode(out / "seg.dcm", tree["main_uids"], [1, 2], combine_segments=True, relabel=True)
     np.testing.assert_array_equal(decoded, labels)
     seg = pydicom.dcmread(str(out / "seg.dcm"))
-    assert seg.SeriesDescription == "FemurSeg femur-t1-coronal 0.2.0 femur"
+    from FemurSegLib.modelfolder import find_model, read_card
+
+    version = read_card(find_model())["version"]
+    assert seg.SeriesDescription == f"FemurSeg femur-t1-coronal {version} femur"
     probability = _decode(out / "prob.dcm", tree["main_uids"], [1])[..., 0]
     assert probability[labels > 0].mean() > 0.5 > probability[labels == 0].mean()
 

@@ -284,6 +284,7 @@ def test_robustness_scores_contrast_copies_of_each_fold(evaluated_run, capsys):
     assert [r["contrast"] for r in result["rows"]] == ["gamma", "inverted"] * 4
     summary = json.loads((run / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     assert result["threshold"] == summary["pr_optimal"]["threshold"]
+    assert (run / "evaluation" / "robustness.png").stat().st_size > 10000
     assert main(["robustness", str(run), "--contrasts", "sepia"]) == 2
     assert "unknown contrast sepia" in capsys.readouterr().err
 
