@@ -22,9 +22,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, itk_message
 from .files import PathLike
-from .images import _itk_message
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +294,7 @@ def read_series(series: Series) -> sitk.Image:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read {series.name}: {_itk_message(exc)}") from None
+        raise InputError(f"cannot read {series.name}: {itk_message(exc)}") from None
     if image.GetDimension() != 3 or image.GetSize() != series.size:
         raise InputError(f"{series.name} did not read as a {' x '.join(map(str, series.size))} "
                          f"volume (got {image.GetSize()})")

@@ -34,3 +34,12 @@ class OutputError(FemurSegError):
 
 class Cancelled(FemurSegError):
     """The user cancelled a long-running operation."""
+
+
+def itk_message(exc: BaseException) -> str:
+    """The informative part of an ITK exception, on one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.lower().startswith("description:"):
+            return ln.split(":", 1)[1].strip()
+    return lines[-1] if lines else type(exc).__name__

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Union
@@ -20,6 +21,39 @@ from typing import Iterator, Optional, Union
 from .errors import OutputExistsError
 
 PathLike = Union[str, os.PathLike]
+
+#: File endings read and written as images (longest first so ".seg.nrrd" wins over ".nrrd").
+IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def image_suffix(path: PathLike) -> Optional[str]:
+    """The recognised image ending of ``path`` (lower case), or None."""
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def strip_image_suffix(path: PathLike) -> str:
+    """File name of ``path`` without its image ending: ``a/hip01_0000.nii.gz`` -> ``hip01_0000``."""
+    name = Path(path).name
+    suffix = image_suffix(name)
+    return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+#: nnU-Net's channel suffix of an image file name: ``hip01_0000.nii.gz`` is channel 0 of hip01.
+_CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
+
+
+def case_name(path: PathLike) -> str:
+    """The case an image or label file belongs to: its name without the image ending and
+    without nnU-Net's channel suffix (``hip01_0000.nii.gz`` and ``hip01.seg.nrrd`` -> ``hip01``);
+    a folder (a DICOM series) is named by itself. Outputs are named by it, so that they pair
+    with label files (``labelsTr/hip01.nii.gz``) by case name."""
+    p = Path(path)
+    name = p.name if p.is_dir() else strip_image_suffix(p)
+    return _CHANNEL_SUFFIX.sub("", name) or name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,8 +104,6 @@ def _umask() -> int:
 
 def _ending(path: Path) -> str:
     """The file ending a temporary file must keep (writers choose the format by it)."""
-    from .images import image_suffix
-
     return image_suffix(path) or "".join(path.suffixes[-1:])
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,44 +16,12 @@ from typing import Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, OutputError, OutputExistsError
-from .files import PathLike, _umask, atomic_path, check_writable
+from .errors import InputError, OutputError, OutputExistsError, itk_message
+# the file-name helpers live in files; images re-exports them for its callers
+from .files import (IMAGE_SUFFIXES, PathLike, _umask, atomic_path, case_name,  # noqa: F401
+                    check_writable, image_suffix, strip_image_suffix)
 
 log = logging.getLogger(__name__)
-
-#: File endings read and written as images (longest first so ".seg.nrrd" wins over ".nrrd").
-IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def image_suffix(path: PathLike) -> Optional[str]:
-    """The recognised image ending of ``path`` (lower case), or None."""
-    name = Path(path).name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return None
-
-
-def strip_image_suffix(path: PathLike) -> str:
-    """File name of ``path`` without its image ending: ``a/hip01_0000.nii.gz`` -> ``hip01_0000``."""
-    name = Path(path).name
-    suffix = image_suffix(name)
-    return name[: -len(suffix)] if suffix else Path(name).stem
-
-
-#: nnU-Net's channel suffix of an image file name: ``hip01_0000.nii.gz`` is channel 0 of hip01.
-_CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
-
-
-def case_name(path: PathLike) -> str:
-    """The case an image or label file belongs to: its name without the image ending and
-    without nnU-Net's channel suffix (``hip01_0000.nii.gz`` and ``hip01.seg.nrrd`` -> ``hip01``);
-    a folder (a DICOM series) is named by itself. Outputs are named by it, so that they pair
-    with label files (``labelsTr/hip01.nii.gz``) by case name."""
-    p = Path(path)
-    name = p.name if p.is_dir() else strip_image_suffix(p)
-    return _CHANNEL_SUFFIX.sub("", name) or name
-
 
 # ----------------------------------------------------------------------------------------------
 # Reading
@@ -84,7 +51,7 @@ def read_image(path: PathLike, *, what: str = "image", check_finite: bool = True
         try:
             image = sitk.ReadImage(str(p))
         except RuntimeError as exc:
-            raise InputError(f"cannot read {what} {p}: {_itk_message(exc)}") from None
+            raise InputError(f"cannot read {what} {p}: {itk_message(exc)}") from None
     validate_image(image, what=f"{what} {p.name}", check_finite=check_finite,
                    allow_constant=allow_constant)
     return image
@@ -121,15 +88,6 @@ def validate_image(image: sitk.Image, *, what: str = "image", check_finite: bool
                 raise InputError(f"{what} is blank: every voxel has the value {lo}")
 
 
-def _itk_message(exc: BaseException) -> str:
-    """The informative part of an ITK exception, on one line."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if ln.lower().startswith("description:"):
-            return ln.split(":", 1)[1].strip()
-    return lines[-1] if lines else type(exc).__name__
-
-
 def read_label(path: PathLike, reference: Optional[sitk.Image] = None, *, what: str = "label map"
                ) -> sitk.Image:
     """Read an integer label map; with ``reference``, require exactly its grid."""
@@ -149,8 +107,16 @@ def read_label(path: PathLike, reference: Optional[sitk.Image] = None, *, what: 
 # Geometry
 
 
-def grid_mismatch(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> str:
-    """Empty string if ``a`` and ``b`` share size, spacing, origin and direction; else what differs."""
+#: the one tolerance of "the same grid": spacing (relative and mm) and direction cosines within
+#: 1e-4, origins within 1e-3 mm (what float32 headers and DICOM round trips keep)
+GRID_TOLERANCE = 1e-4
+
+
+def grid_mismatch(a: sitk.Image, b: sitk.Image, tol: float = GRID_TOLERANCE) -> str:
+    """Empty string if ``a`` and ``b`` share size, spacing, origin and direction; else what differs.
+
+    The project's one grid-equality check: label maps must lie on their image's grid, outputs on
+    the input's, and preprocessing skips resampling between equal grids."""
     if a.GetSize() != b.GetSize():
         return f"size {a.GetSize()} != {b.GetSize()}"
     if not np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=tol, atol=tol):
@@ -162,7 +128,7 @@ def grid_mismatch(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> str:
     return ""
 
 
-def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = GRID_TOLERANCE) -> bool:
     return not grid_mismatch(a, b, tol)
 
 
@@ -203,7 +169,7 @@ def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False,
         try:
             sitk.WriteImage(image, str(tmp), compress)
         except RuntimeError as exc:  # ITK reports a failed write (disk full, ...) this way
-            raise OutputError(f"cannot write {path}: {_itk_message(exc)}") from None
+            raise OutputError(f"cannot write {path}: {itk_message(exc)}") from None
     return Path(path)
 
 

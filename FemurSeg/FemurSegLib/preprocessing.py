@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .images import same_grid
 from .specs import DEFAULT_ORIENTATION, InputSpec
 
 __all__ = ["InputSpec", "DEFAULT_ORIENTATION", "prepare", "prepare_label", "to_input_grid",
@@ -66,7 +67,7 @@ def network_grid(image: sitk.Image, spacing: Optional[Sequence[float]]) -> sitk.
 def resample_image(image: sitk.Image, reference: sitk.Image, *, order: str = "bspline",
                    default: float = 0.0) -> sitk.Image:
     """Resample ``image`` onto ``reference``'s grid (no-op when the grids are equal)."""
-    if _same_grid(image, reference):
+    if same_grid(image, reference):
         return image
     interp = {"bspline": sitk.sitkBSpline, "linear": sitk.sitkLinear,
               "nearest": sitk.sitkNearestNeighbor}[order]
@@ -81,7 +82,7 @@ def resample_label(label: sitk.Image, reference: sitk.Image) -> sitk.Image:
     Unlike nearest-neighbour this does not shift boundaries by up to half a voxel when the grids
     do not align, and unlike linear interpolation of label values it never invents labels.
     """
-    if _same_grid(label, reference):
+    if same_grid(label, reference):
         return label
     arr = sitk.GetArrayViewFromImage(label)
     values = np.unique(arr)
@@ -103,13 +104,6 @@ def resample_label(label: sitk.Image, reference: sitk.Image) -> sitk.Image:
     out = sitk.GetImageFromArray(best)
     out.CopyInformation(reference)
     return out
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=0, atol=1e-6)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=0, atol=1e-5)
-            and np.allclose(a.GetDirection(), b.GetDirection(), rtol=0, atol=1e-7))
 
 
 def normalise(array: np.ndarray, spec: dict) -> np.ndarray:
@@ -176,7 +170,7 @@ def to_input_grid(array: np.ndarray, grid: sitk.Image, original: sitk.Image, *,
     img = sitk.GetImageFromArray(np.ascontiguousarray(array))
     img.CopyInformation(grid)
     back_orientation = orientation_of(original)
-    if _same_grid(reorient(_geometry_only(original), orientation_of(grid)), grid):
+    if same_grid(reorient(_geometry_only(original), orientation_of(grid)), grid):
         out = reorient(img, back_orientation)
         if out.GetSize() != original.GetSize():  # pragma: no cover - guarded by _same_grid
             raise RuntimeError("reorientation did not restore the input grid")
