@@ -178,21 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--overwrite", action="store_true")
     pl.set_defaults(func=cmd_plan)
 
+    def scoring(s):
+        """What the commands that score a run's folds share."""
+        s.add_argument("run_dir", metavar="RUN_DIR")
+        s.add_argument("--data", help="dataset folder (default: the one the run trained on)")
+        s.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps")
+        s.add_argument("--quiet", action="store_true")
+
     e = sub.add_parser("evaluate", help="cross-validated metrics, Table 2, ROC/PR and box plots")
-    e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--data", help="dataset folder (default: the one the run trained on)")
+    scoring(e)
     e.add_argument("--folds", help="only these folds, e.g. 0,1 (default: all)")
-    e.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps")
-    e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("robustness", help="segment contrast-changed copies of each fold's "
                        "validation cases (bias field, gamma, inverted, random map)")
-    r.add_argument("run_dir", metavar="RUN_DIR")
+    scoring(r)
     r.add_argument("--contrasts", help="comma-separated subset of bias,gamma,inverted,random_map")
-    r.add_argument("--data", help="dataset folder (default: the one the run trained on)")
-    r.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps")
-    r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_robustness)
 
     x = sub.add_parser("export", help="write a model folder with all folds as an ensemble")

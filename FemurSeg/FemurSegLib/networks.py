@@ -134,7 +134,43 @@ def _center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x[..., top:top + size[0], left:left + size[1]]
 
 
-class UNet2D(nn.Module):
+class _UNet2DLayers(nn.Module):
+    """The layers of a 2D U-Net shared by :class:`UNet2D` and :class:`UNet25D`: one double
+    convolution (``block``) per level, 2x2 max-pooling, 2x2 up-convolutions, skip connections
+    (centre-cropped when the convolutions are unpadded) and a 1x1 convolution to class logits."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], block,
+                 norm: str, bias_init: float):
+        super().__init__()
+        self.levels = len(widths)
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for w in widths:
+            self.down.append(block(cin, w, norm))
+            cin = w
+        self.pool = nn.MaxPool2d(2, 2)
+        self.ups = nn.ModuleList()
+        self.up_convs = nn.ModuleList()
+        for i in reversed(range(self.levels - 1)):
+            self.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, 2))
+            self.up_convs.append(block(2 * widths[i], widths[i], norm))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        init_weights(self, bias_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < self.levels - 1:
+                skips.append(x)
+                x = self.pool(x)
+        for up, conv in zip(self.ups, self.up_convs):
+            x = up(x)
+            x = conv(torch.cat([_center_crop(skips.pop(), x.shape[-2:]), x], dim=1))
+        return self.head(x)
+
+
+class UNet2D(_UNet2DLayers):
     """The original U-Net (Ronneberger et al. 2015) with unpadded convolutions.
 
     Input: ``[N, context, H, W]`` (3 adjacent slices as channels); output: logits of the centre
@@ -143,24 +179,10 @@ class UNet2D(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 2, features: int = 64,
                  levels: int = 4, norm: str = "none", bias_init: float = 0.1):
-        super().__init__()
         if levels < 2:
             raise ValueError("levels must be at least 2")
-        self.levels = levels
-        widths = [features * 2 ** i for i in range(levels)]
-        self.down = nn.ModuleList()
-        cin = in_channels
-        for w in widths:
-            self.down.append(_DoubleConv2dValid(cin, w, norm))
-            cin = w
-        self.pool = nn.MaxPool2d(2, 2)
-        self.ups = nn.ModuleList()
-        self.up_convs = nn.ModuleList()
-        for i in reversed(range(levels - 1)):
-            self.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, 2))
-            self.up_convs.append(_DoubleConv2dValid(2 * widths[i], widths[i], norm))
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
-        init_weights(self, bias_init)
+        super().__init__(in_channels, num_classes, [features * 2 ** i for i in range(levels)],
+                         _DoubleConv2dValid, norm, bias_init)
 
     def output_size(self, input_size: int) -> int:
         """Output edge length for an input edge length; raises if the size does not tile evenly."""
@@ -189,19 +211,6 @@ class UNet2D(nn.Module):
                 pass
             s += 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < self.levels - 1:
-                skips.append(x)
-                x = self.pool(x)
-        for up, conv in zip(self.ups, self.up_convs):
-            x = up(x)
-            skip = skips.pop()
-            x = conv(torch.cat([_center_crop(skip, x.shape[-2:]), x], dim=1))
-        return self.head(x)
-
 
 class _DoubleConv2d(nn.Sequential):
     def __init__(self, cin: int, cout: int, norm: str):
@@ -210,7 +219,7 @@ class _DoubleConv2d(nn.Sequential):
             nn.Conv2d(cout, cout, 3, padding=1), _norm(norm, cout, 2), nn.ReLU(inplace=True))
 
 
-class UNet25D(nn.Module):
+class UNet25D(_UNet2DLayers):
     """A 2.5D U-Net: ``in_channels`` adjacent slices in, the centre slice's class logits out.
 
     Padded 3x3 convolutions, 2x2 max-pooling and 2x2 up-convolutions (the 3D U-Net's building
@@ -223,45 +232,20 @@ class UNet25D(nn.Module):
     def __init__(self, in_channels: int = 5, num_classes: int = 2, features: int = 16,
                  levels: int = 5, norm: str = "batch", bias_init: float = 0.1,
                  max_features: Optional[int] = None):
-        super().__init__()
         if levels < 2:
             raise ValueError("levels must be at least 2")
         if in_channels < 1 or in_channels % 2 == 0:
             raise ValueError(f"in_channels (adjacent slices) must be odd, not {in_channels}")
-        self.levels = levels
         widths = [features * 2 ** i for i in range(levels)]
         if max_features:
             widths = [min(w, int(max_features)) for w in widths]
-        self.down = nn.ModuleList()
-        cin = in_channels
-        for w in widths:
-            self.down.append(_DoubleConv2d(cin, w, norm))
-            cin = w
-        self.pool = nn.MaxPool2d(2, 2)
-        self.ups = nn.ModuleList()
-        self.up_convs = nn.ModuleList()
-        for i in reversed(range(levels - 1)):
-            self.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, 2))
-            self.up_convs.append(_DoubleConv2d(2 * widths[i], widths[i], norm))
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
-        init_weights(self, bias_init)
+        super().__init__(in_channels, num_classes, widths, _DoubleConv2d, norm, bias_init)
 
     @property
     def divisor(self) -> Triple:
         """Input sizes must be multiples of this per axis ([slice, row, column])."""
         d = 2 ** (self.levels - 1)
         return (1, d, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < self.levels - 1:
-                skips.append(x)
-                x = self.pool(x)
-        for up, conv in zip(self.ups, self.up_convs):
-            x = conv(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)
 
 
 class SoftmaxHead(nn.Module):
