@@ -55,6 +55,15 @@ def cmd_cv(args) -> int:
     return 0
 
 
+def _fold_arg(text: str):
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fold number or 'all', not {text!r}") from None
+
+
 def _budget(args) -> Optional[float]:
     if args.time_budget is None:
         return None
@@ -159,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train one fold")
     common(f)
-    f.add_argument("--fold", type=int, required=True)
+    f.add_argument("--fold", type=_fold_arg, required=True, metavar="K|all",
+                   help="fold number, or 'all': one network on every case, no validation cases "
+                   "(no early stopping: all max_epochs run; the last epoch's weights are kept)")
     f.set_defaults(func=cmd_fit)
     c = sub.add_parser("cv", help="train all folds one after the other")
     common(c)

@@ -6,6 +6,7 @@
         run.json        config, dataset, command lines, code version, hardware, per-fold results
         splits.json     the stratified folds (reused when present)
         fold_K/         checkpoint.pt (every epoch), best.pt, history.csv
+        fold_all/       the same for one network trained on every case (fit --fold all)
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
     """Train ``folds`` (all by default) one after the other; ``time_budget`` (seconds, all
     folds together) is shared out equally (see :func:`.train.fit`)."""
     from .distributed import barrier, world
-    from .train import fit
+    from .train import ALL_CASES, fit
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -132,8 +133,13 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
                     "which keeps a resumed run identical to an uninterrupted one")
     todo = folds if folds is not None else list(range(len(splits)))
     for k in todo:
-        split = splits[k]
-        log.info("fold %d: %d training, %d validation cases", k, len(split["train"]),
+        if k == ALL_CASES:  # one network on every case, nothing held out
+            split = {"train": sorted(cases), "val": []}
+        elif not 0 <= int(k) < len(splits):
+            raise FemurSegError(f"fold {k} does not exist (the run has {len(splits)} folds)")
+        else:
+            split = splits[k]
+        log.info("fold %s: %d training, %d validation cases", k, len(split["train"]),
                  len(split["val"]))
         result = fit(cfg, k, [cases[n] for n in split["train"]], [cases[n] for n in split["val"]],
                      run_dir, resume=resume, max_epochs=max_epochs, device=device,

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -79,8 +79,19 @@ class EarlyStopping:
 # Randomness
 
 
-def epoch_rng(seed: int, fold: int, epoch: int, rank: int = 0) -> np.random.Generator:
-    return np.random.default_rng([seed, fold, epoch, rank])
+#: the pseudo-fold of a network trained on every case (``femurseg-train fit --fold all``)
+ALL_CASES = "all"
+#: the number that stands for :data:`ALL_CASES` in the seeds (no CV fold has it)
+ALL_CASES_SEED = 1000
+
+
+def fold_seed(fold: Union[int, str]) -> int:
+    """The number of ``fold`` in its seeds: the fold itself, or :data:`ALL_CASES_SEED`."""
+    return ALL_CASES_SEED if fold == ALL_CASES else int(fold)
+
+
+def epoch_rng(seed: int, fold: Union[int, str], epoch: int, rank: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, fold_seed(fold), epoch, rank])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,7 +135,7 @@ class FitResult:
     history: List[dict] = field(default_factory=list)
 
 
-def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[Preprocessed],
+def fit(cfg: dict, fold: Union[int, str], train_cases: List[Preprocessed], val_cases: List[Preprocessed],
         run_dir: Path, *, resume: bool = False, max_epochs: Optional[int] = None,
         device: str = "cpu", progress: bool = True, time_budget: Optional[float] = None,
         on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
@@ -138,18 +149,25 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
     Under torchrun (a process group is initialised, see :mod:`.distributed`) every rank trains
     on its share of the epoch's patches with DistributedDataParallel; rank 0 validates, writes
     the checkpoints and logs, and broadcasts the decision to stop.
+
+    ``fold`` :data:`ALL_CASES` (``"all"``) trains one network on every case with no validation
+    cases: early stopping is off (every epoch up to ``max_epochs`` runs, so the learning-rate
+    schedule spans the whole run) and the last epoch's weights are kept (``best.pt``).
     """
     rank, world_size = distributed.world()
     main = rank == 0
+    if not val_cases:  # nothing to choose on: no early stopping, the last epoch is kept
+        cfg = {**cfg, "select": "last"}
     fold_dir = Path(run_dir) / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = fold_dir / "checkpoint.pt"
     seed = int(cfg["seed"])
-    torch.manual_seed(seed + 1000 * fold)
+    torch.manual_seed(seed + 1000 * fold_seed(fold))
     net = build_network(cfg["architecture"]).to(device)
     opt_cfg = cfg["optimizer"]
     optimizer = make_optimizer(net, opt_cfg)
-    stopper = EarlyStopping(float(cfg["min_delta"]), int(cfg["patience"]), int(cfg["min_epochs"]))
+    stopper = EarlyStopping(float(cfg["min_delta"]), int(cfg["patience"]),
+                            int(cfg["min_epochs"]) if val_cases else 2 ** 31)
     history: List[dict] = []
     start_epoch = 0
     elapsed = 0.0
@@ -166,10 +184,10 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
         scaler_state = state.get("scaler")  # CUDA mixed precision only
         planned = state.get("planned_epochs")
         if state.get("finished"):
-            log.info("fold %d already finished at epoch %d", fold, start_epoch - 1)
+            log.info("fold %s already finished at epoch %d", fold, start_epoch - 1)
             return FitResult(fold_dir, start_epoch, stopper.best_epoch, stopper.best, True,
                              elapsed, history)
-        log.info("fold %d: resuming at epoch %d", fold, start_epoch)
+        log.info("fold %s: resuming at epoch %d", fold, start_epoch)
     elif ckpt_path.is_file() and not resume:
         from FemurSegLib.errors import FemurSegError
         raise FemurSegError(f"{ckpt_path} exists: use --resume to continue it, or another run folder")
@@ -254,7 +272,7 @@ def fit(cfg: dict, fold: int, train_cases: List[Preprocessed], val_cases: List[P
             cfg = {**cfg, "max_epochs": planned}
             cap = min(cap, planned)
             if main:
-                log.info("fold %d: %d epoch(s) fit into the time budget of %.0f s", fold,
+                log.info("fold %s: %d epoch(s) fit into the time budget of %.0f s", fold,
                          planned, time_budget)
         stop = False
         if main:
@@ -308,7 +326,7 @@ def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: Lis
         state["planned_epochs"] = int(planned)
     _atomic_save(state, ckpt_path)
     _write_history(history, fold_dir / "history.csv")
-    log.info("fold %d epoch %3d  lr %.1e  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch,
+    log.info("fold %s epoch %3d  lr %.1e  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch,
              optimizer.param_groups[0]["lr"], row["loss"], val, seconds,
              "  (best)" if stopper.best_epoch == epoch else "")
     return bool(stop), elapsed
