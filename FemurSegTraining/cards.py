@@ -105,14 +105,18 @@ def card_metrics(summary: dict) -> dict:
                 "threshold": summary["pr_optimal"]["threshold"],
                 "pooled_roc_auc": summary["pooled"]["roc_auc"],
                 "pooled_average_precision": summary["pooled"]["average_precision"],
-                "evaluation": f"{len(summary['folds'])}-fold cross-validation, each subject "
-                              "predicted by the fold that did not train on it through the "
-                              "product's inference path with this card's settings, on its "
-                              "original image grid, at the PR-optimal threshold with "
-                              f"post-processing ({summary['postprocess']})"})
+                "evaluation": f"{len(summary['folds'])}-fold cross-validation, "
+                              + how_evaluated(summary)})
     if summary.get("differences"):
         out["differences_from_product"] = list(summary["differences"])
     return json_ready(out)
+
+
+def how_evaluated(summary: dict) -> str:
+    """How each subject of an evaluation was predicted and scored."""
+    return ("each subject predicted by the fold that did not train on it through the product's "
+            "inference path with this card's settings, on its original image grid, at the "
+            f"PR-optimal threshold with post-processing ({summary['postprocess']})")
 
 
 def training_section(run: dict, folds, *, command: Optional[str] = None,
@@ -141,17 +145,35 @@ def training_section(run: dict, folds, *, command: Optional[str] = None,
 
 def run_card(run: dict, summary: dict, *, name: Optional[str] = None, version: str = "1.0.0",
              license: str = "Apache-2.0", command: Optional[str] = None,
-             code_version: Optional[str] = None, card_extra: Optional[dict] = None) -> dict:
+             code_version: Optional[str] = None, card_extra: Optional[dict] = None,
+             cv_run: Optional[dict] = None) -> dict:
     """The card of an exported run: config, training, evaluation metrics and threshold, and the
-    card-extra notes."""
+    card-extra notes.
+
+    ``cv_run`` (the ``run.json`` of the cross-validation that ``summary`` evaluates) for a run
+    of one network trained on every case: the card's metrics are that recipe's cross-validation,
+    said so in ``metrics.evaluation``, and ``training.cross_validation`` describes its folds."""
     cfg = run["config"]
-    folds = sorted(int(k) for k in summary["folds"])
     metrics = card_metrics(summary)
+    if cv_run is None:
+        folds = sorted(int(k) for k in summary["folds"])
+    else:
+        folds = ["all"]
+        cases = run.get("dataset", {}).get("cases")
+        cv_cfg = cv_run["config"]
+        metrics["evaluation"] = (
+            f"the recipe's {len(summary['folds'])}-fold cross-validation (config "
+            f"{cv_cfg['name']}, {cv_cfg['max_epochs']} epochs per fold), "
+            + how_evaluated(summary) + f". The shipped network (config {cfg['name']}, {cfg['max_epochs']} epochs) was "
+            f"trained on all {cases} cases, so it has no held-out evaluation of its own")
+    training = training_section(run, folds, command=command, code_version=code_version)
+    if cv_run is not None:
+        training["cross_validation"] = training_section(cv_run, sorted(int(k) for k in
+                                                                      summary["folds"]))
+        training["cross_validation"].pop("export_code_version", None)
     card = card_for_config(cfg, threshold=metrics["threshold"], name=name or cfg["name"],
-                           version=version, metrics=metrics,
-                           training=training_section(run, folds, command=command,
-                                                     code_version=code_version),
-                           description=card_description(cfg, metrics))
+                           version=version, metrics=metrics, training=training,
+                           description=card_description(cfg, metrics, all_cases=cv_run is not None))
     card["license"] = license
     if card_extra:
         card = merge_card_extra(card, card_extra)
@@ -205,9 +227,11 @@ def data_description(path: Optional[str]) -> Optional[str]:
     return None
 
 
-def card_description(cfg: dict, metrics: dict) -> str:
+def card_description(cfg: dict, metrics: dict, all_cases: bool = False) -> str:
     dsc = metrics.get("dsc_mean")
-    cv = (f" Cross-validated DSC {dsc:.3f} +- {metrics.get('dsc_sd'):.3f} over "
+    what = "cross-validated" if not all_cases else "the recipe's cross-validated"
+    cv = (f" {what[0].upper() + what[1:]} DSC {dsc:.3f} +- {metrics.get('dsc_sd'):.3f} over "
           f"{metrics.get('subjects')} subjects." if isinstance(dsc, float) else "")
-    return f"{cfg['architecture']['type']} trained with config {cfg['name']}.{cv} " \
+    trained = "one network trained on all cases with" if all_cases else "trained with"
+    return f"{cfg['architecture']['type']} {trained} config {cfg['name']}.{cv} " \
            f"{cfg.get('description', '')}".strip()

@@ -129,7 +129,7 @@ def cmd_export(args) -> int:
     extra = read_card_extra(args.card_extra) if args.card_extra else None
     out = export_run(args.run_dir, args.model_dir, name=args.name, version=args.version,
                      half=args.half, overwrite=args.overwrite, license=args.license,
-                     command=_command(args), card_extra=extra)
+                     command=_command(args), card_extra=extra, cv_run=args.cv_run)
     print(f"model folder written: {out}")
     return 0
 
@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--half", action="store_true", help="store float16 PyTorch weights")
     x.add_argument("--license", default="Apache-2.0")
     x.add_argument("--overwrite", action="store_true")
+    x.add_argument("--cv-run", metavar="CV_RUN_DIR",
+                   help="for a run of one network trained on all cases (fit --fold all): the "
+                   "evaluated cross-validation of the same recipe whose metrics and threshold "
+                   "go on the card")
     x.add_argument("--card-extra", metavar="JSON",
                    help="notes, intended use and description to add to the card (inference "
                    "settings belong in the config)")

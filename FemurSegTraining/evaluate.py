@@ -29,6 +29,7 @@ import SimpleITK as sitk
 
 from FemurSegLib import files, images, metrics, postprocess
 from FemurSegLib.errors import FemurSegError
+from FemurSegLib.modelfolder import sha256_of
 
 from .cards import card_for_config
 from .curves import LEVELS, PooledCurve, quantise
@@ -121,10 +122,13 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
     spec = None
     rows: List[dict] = []
     subjects: List[dict] = []
+    weights_sha256: dict = {}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".probs.", dir=str(out_dir)) as tmp:
         # pass 1: predict, probability metrics, metrics at 0.5, pooled curve
         for k in todo:
+            # which weights this evaluation describes (export refuses it once they change)
+            weights_sha256[str(k)] = sha256_of(run_dir / f"fold_{k}" / "best.pt")
             seg = fold_segmenter(cfg, run_dir / f"fold_{k}", device)
             spec, tta = seg.model.inference, seg.tta
             pp_kind = spec.postprocess
@@ -161,6 +165,7 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
     summary["inference"] = {**spec.to_dict(), "threshold": threshold, "tta": tta,
                             "device": device}
     summary["differences"] = product_differences(cfg, len(splits))
+    summary["weights_sha256"] = weights_sha256
     _write_outputs(out_dir, summary, rows, curve, overwrite)
     return summary
 

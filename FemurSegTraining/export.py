@@ -1,5 +1,6 @@
 """``femurseg-train export``: a cross-validated run -> one model folder with all folds as an
-ensemble.
+ensemble; or a run of one network trained on every case (``fit --fold all``) -> a model folder
+with that network, described by the cross-validation of its recipe.
 
 The card is :func:`.cards.run_card` (config, data description, CV metrics from ``evaluate``,
 the PR-optimal threshold, training wall time and hardware, command lines, code version) with the
@@ -58,11 +59,18 @@ def onnx_torch_phantom_difference(model_dir: Path, image: Optional[sitk.Image] =
 def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str = "1.0.0",
                half: bool = False, overwrite: bool = False, atol: float = 1e-4,
                license: str = "Apache-2.0", command: Optional[str] = None,
-               card_extra: Optional[dict] = None) -> Path:
-    """Write ``model_dir`` from ``run_dir`` (every fold's ``best.pt``; needs ``evaluate``).
+               card_extra: Optional[dict] = None, cv_run=None) -> Path:
+    """Write ``model_dir`` from ``run_dir``; return its path.
+
+    A cross-validation run (needs ``evaluate``) gives an ensemble of every evaluated fold's
+    ``best.pt``. A run that trained one network on every case (``fit --fold all``) gives that
+    one network; it has no validation cases, so the card's metrics and threshold come from
+    ``cv_run``, an evaluated cross-validation of the same recipe (same network, input,
+    classes and inference settings; the training length may differ).
 
     The card is :func:`.cards.run_card`: the config's inference settings (the same the
-    evaluation used), the evaluation's threshold and metrics, and ``card_extra`` notes.
+    evaluation used), the evaluation's threshold and metrics, and ``card_extra`` notes. An
+    evaluation of weights that changed since (``cv --resume`` after ``evaluate``) is refused.
     """
     import torch
 
@@ -70,6 +78,7 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
 
     from .cv import code_version, read_run
     from .report import read_summary
+    from .train import ALL_CASES
 
     run_dir, out = Path(run_dir), Path(model_dir)
     run = read_run(run_dir)
@@ -78,18 +87,37 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
     if out.exists() and not overwrite:
         raise FemurSegError(f"output exists: {out} (use --overwrite to replace it)")
     cfg = run["config"]
-    summary = read_summary(run_dir)
-    folds = sorted(int(k) for k in summary["folds"])
+    all_cases = ALL_CASES in run.get("folds", {})
+    if all_cases:
+        if cv_run is None:
+            raise FemurSegError(
+                f"{run_dir} holds one network trained on all cases (fit --fold all), which has "
+                "no validation cases: pass --cv-run CV_RUN, an evaluated cross-validation of the "
+                "same recipe, for the card's metrics and threshold")
+        cv = read_run(Path(cv_run))
+        if not cv:
+            raise FemurSegError(f"{cv_run} is not a run folder (no run.json)")
+        check_same_recipe(cfg, cv["config"])
+        summary = read_summary(Path(cv_run))
+        check_evaluation_current(Path(cv_run), summary)
+        weights = {0: run_dir / f"fold_{ALL_CASES}" / "best.pt"}
+    else:
+        if cv_run is not None:
+            raise FemurSegError(f"--cv-run is for a run trained on all cases (fit --fold all); "
+                                f"{run_dir} is a cross-validation run with its own evaluation")
+        summary = read_summary(run_dir)
+        check_evaluation_current(run_dir, summary)
+        weights = {int(k): run_dir / f"fold_{k}" / "best.pt" for k in summary["folds"]}
     nets = {}
-    for k in folds:
-        weights = run_dir / f"fold_{k}" / "best.pt"
-        if not weights.is_file():
-            raise FemurSegError(f"{weights} not found")
+    for k, path in sorted(weights.items()):
+        if not path.is_file():
+            raise FemurSegError(f"{path} not found")
         net = build_network(cfg["architecture"])
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         nets[k] = net.eval()
     card = run_card(run, summary, name=name, version=version, license=license,
-                    command=command, code_version=code_version(), card_extra=card_extra)
+                    command=command, code_version=code_version(), card_extra=card_extra,
+                    cv_run=cv if all_cases else None)
     card["plausibility"] = plausibility_for_run(run)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
@@ -110,9 +138,46 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
         os.replace(staged, out)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
-    log.info("exported %d fold(s) of %s to %s (phantom ONNX/torch difference %.1e)",
+    log.info("exported %d network(s) of %s to %s (phantom ONNX/torch difference %.1e)",
              len(nets), run_dir, out, diff)
     return out
+
+
+#: what must be the same in a network trained on all cases and the cross-validation whose
+#: metrics and threshold its card reports (the training length and its schedule may differ)
+RECIPE_KEYS = ("architecture", "input", "patch_size", "loss", "classes", "foreground",
+               "unlabelled_ends", "augment", "postprocess", "inference")
+
+
+def check_same_recipe(cfg: dict, cv_cfg: dict) -> None:
+    """Refuse a cross-validation of another recipe than ``cfg``'s, naming what differs."""
+    differ = [k for k in RECIPE_KEYS if cfg.get(k) != cv_cfg.get(k)]
+    if differ:
+        raise FemurSegError(f"the cross-validation run (config {cv_cfg.get('name')}) is not of "
+                            f"the recipe of config {cfg.get('name')}: {', '.join(differ)} "
+                            "differ")
+
+
+def check_evaluation_current(run_dir: Path, summary: dict) -> None:
+    """Refuse an evaluation that is not of the weights now in ``run_dir``: each fold's
+    ``best.pt`` must have the SHA-256 the evaluation recorded (an evaluation written before
+    checksums were recorded must at least be newer than every fold's weights)."""
+    from FemurSegLib.modelfolder import sha256_of
+
+    recorded = summary.get("weights_sha256")
+    evaluated = run_dir / "evaluation" / "summary.json"
+    for k in summary["folds"]:
+        weights = run_dir / f"fold_{k}" / "best.pt"
+        if not weights.is_file():
+            raise FemurSegError(f"{weights} not found")
+        if recorded is not None:
+            stale = sha256_of(weights) != recorded.get(str(k))
+        else:
+            stale = weights.stat().st_mtime > evaluated.stat().st_mtime
+        if stale:
+            raise FemurSegError(f"the evaluation in {run_dir / 'evaluation'} is not of fold {k}'s "
+                                f"current weights ({weights} changed after it was evaluated, e.g. "
+                                f"by cv --resume): run femurseg-train evaluate {run_dir} first")
 
 
 def plausibility_for_run(run: dict) -> dict:
