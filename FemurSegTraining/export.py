@@ -150,8 +150,18 @@ RECIPE_KEYS = ("architecture", "input", "patch_size", "loss", "classes", "foregr
 
 
 def check_same_recipe(cfg: dict, cv_cfg: dict) -> None:
-    """Refuse a cross-validation of another recipe than ``cfg``'s, naming what differs."""
-    differ = [k for k in RECIPE_KEYS if cfg.get(k) != cv_cfg.get(k)]
+    """Refuse a cross-validation of another recipe than ``cfg``'s, naming what differs.
+
+    The inference settings' ``roi`` cascade is not compared: it only applies to an ensemble
+    (the first fold finds the femurs, the others look there), never to one network, and the
+    cross-validation predicts every subject with one fold."""
+    def recipe(c: dict) -> dict:
+        out = {k: c.get(k) for k in RECIPE_KEYS}
+        out["inference"] = {k: v for k, v in (out["inference"] or {}).items() if k != "roi"}
+        return out
+
+    mine, theirs = recipe(cfg), recipe(cv_cfg)
+    differ = [k for k in RECIPE_KEYS if mine[k] != theirs[k]]
     if differ:
         raise FemurSegError(f"the cross-validation run (config {cv_cfg.get('name')}) is not of "
                             f"the recipe of config {cfg.get('name')}: {', '.join(differ)} "

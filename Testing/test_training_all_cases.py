@@ -136,10 +136,20 @@ def test_export_all_cases_needs_a_cross_validation_of_the_same_recipe(runs, tmp_
     assert main(["export", str(final), str(tmp_path / "m"), "--cv-run", str(other)]) == 2
     assert ("error: the cross-validation run (config tiny) is not of the recipe of config "
             "tiny_long: architecture differ") in capsys.readouterr().err
+    # the ROI cascade of an ensemble is not part of the recipe (one network never uses it),
+    # the rest of the inference settings are
+    rec["config"]["architecture"]["features"] = TINY_3D["architecture"]["features"]
+    rec["config"]["inference"]["roi"] = {"threshold": 0.05, "margin": [2, 16, 16]}
+    (other / "run.json").write_text(json.dumps(rec), encoding="utf-8")
+    assert main(["export", str(final), str(tmp_path / "m"), "--cv-run", str(other)]) == 0
+    rec["config"]["inference"]["tta_flip_axes"] = []
+    (other / "run.json").write_text(json.dumps(rec), encoding="utf-8")
+    assert main(["export", str(final), str(tmp_path / "m2"), "--cv-run", str(other)]) == 2
+    assert "tiny_long: inference differ" in capsys.readouterr().err
     # --cv-run is only for a run trained on all cases
-    assert main(["export", str(cv), str(tmp_path / "m"), "--cv-run", str(cv)]) == 2
+    assert main(["export", str(cv), str(tmp_path / "m3"), "--cv-run", str(cv)]) == 2
     assert "--cv-run is for a run trained on all cases" in capsys.readouterr().err
-    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
 
 
 def test_export_refuses_an_evaluation_of_other_weights(runs, tmp_path, capsys):
