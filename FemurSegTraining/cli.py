@@ -134,6 +134,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_unpack(args) -> int:
+    from .unpack import unpack_model
+
+    out = unpack_model(args.model_dir, args.run_dir, command=_command(args))
+    print(f"run folder written: {out} (evaluate it with: femurseg-train evaluate {out})")
+    return 0
+
+
 def cmd_table(args) -> int:
     from .report import combine_runs
 
@@ -223,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="notes, intended use and description to add to the card (inference "
                    "settings belong in the config)")
     x.set_defaults(func=cmd_export)
+
+    u = sub.add_parser("unpack", help="a run folder again from an exported cross-validation "
+                       "ensemble (its card and fold weights), to evaluate it again or use it as "
+                       "export --cv-run")
+    u.add_argument("model_dir", metavar="MODEL_DIR", help="an exported model folder")
+    u.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to write (must not exist)")
+    u.set_defaults(func=cmd_unpack)
 
     t = sub.add_parser("table", help="combine evaluated runs into one Table 2 with figures")
     t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -113,7 +113,7 @@ def test_export_all_cases_network_with_the_recipe_cross_validation(runs, capsys)
     assert tr["cross_validation"]["config"]["name"] == "tiny"
     assert sorted(tr["cross_validation"]["folds"]) == ["0", "1"]
     # the exported network is the all-cases network's last epoch
-    net = load_model(model, need="torch").folds[0]
+    net = load_model(model, need="weights").folds[0]
     exported = torch.load(model / net.weights.name, weights_only=True)
     trained = torch.load(final / "fold_all" / "best.pt", weights_only=True)
     assert all(torch.equal(exported[n], trained[n]) for n in trained)
@@ -175,3 +175,38 @@ def test_export_refuses_an_evaluation_of_other_weights(runs, tmp_path, capsys):
     os.utime(run / "fold_1" / "best.pt", (t + 10, t + 10))
     assert main(["export", str(run), str(tmp_path / "m")]) == 2
     assert "is not of fold 1's current weights" in capsys.readouterr().err
+
+
+def test_unpack_an_exported_cross_validation_and_evaluate_it_again(runs, tmp_path, capsys):
+    # the run folder of a cross-validation comes back from its exported ensemble: the same
+    # splits, weights and config, and evaluating it again gives the same numbers
+    base, _, cv, final = runs
+    model = tmp_path / "cv-model"
+    assert main(["export", str(cv), str(model)]) == 0
+    run = tmp_path / "unpacked"
+    assert main(["unpack", str(model), str(run)]) == 0
+    assert (json.loads((run / "splits.json").read_text(encoding="utf-8"))
+            == json.loads((cv / "splits.json").read_text(encoding="utf-8")))
+    rec = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    old = json.loads((cv / "run.json").read_text(encoding="utf-8"))
+    assert rec["config"] == old["config"] and rec["dataset"] == old["dataset"]
+    assert rec["folds"] == old["folds"] and rec["unpacked_from"]["path"] == str(model.resolve())
+    assert rec["commands"][-1] == f"femurseg-train unpack {model} {run}"
+    for k in (0, 1):
+        a = torch.load(run / f"fold_{k}" / "best.pt", weights_only=True)
+        b = torch.load(cv / f"fold_{k}" / "best.pt", weights_only=True)
+        assert all(torch.equal(a[n], b[n]) for n in b)
+    assert main(["evaluate", str(run), "--quiet"]) == 0
+    new_summary = json.loads((run / "evaluation" / "summary.json").read_text(encoding="utf-8"))
+    old_summary = json.loads((cv / "evaluation" / "summary.json").read_text(encoding="utf-8"))
+    assert new_summary["pr_optimal"] == old_summary["pr_optimal"]
+    assert new_summary["variants"] == old_summary["variants"]
+    # ... and can describe the all-cases network of the same recipe
+    assert main(["export", str(final), str(tmp_path / "m"), "--cv-run", str(run)]) == 0
+    capsys.readouterr()
+    # never into an existing folder; never from a model that is not a cross-validation
+    assert main(["unpack", str(model), str(run)]) == 2
+    assert f"error: output exists: {run}" in capsys.readouterr().err
+    assert main(["unpack", str(tmp_path / "m"), str(tmp_path / "u2")]) == 2
+    assert "is not a cross-validation ensemble" in capsys.readouterr().err
+    assert not (tmp_path / "u2").exists()
