@@ -27,9 +27,10 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_inference.py
 
-# hours on CPU: run in the background, never in CI (resumable: run again to continue)
+# hours on CPU: run in the background, never in CI (resumable: run again to continue);
+# DATA=DIR names the dataset (nnU-Net raw layout, see scripts/train_default_model.sh)
 train-default: setup
-	scripts/train_default_model.sh
+	DATA="$(DATA)" scripts/train_default_model.sh
 
 # the 2D + largest-component row on the same folds, and one Table 2 with both rows
 compare-2d-3d: setup

@@ -210,3 +210,45 @@ def test_unpack_an_exported_cross_validation_and_evaluate_it_again(runs, tmp_pat
     assert main(["unpack", str(tmp_path / "m"), str(tmp_path / "u2")]) == 2
     assert "is not a cross-validation ensemble" in capsys.readouterr().err
     assert not (tmp_path / "u2").exists()
+
+
+def test_train_default_model_script_runs_its_steps(runs, tmp_path):
+    # scripts/train_default_model.sh on tiny configs: (1) the recipe's cross-validation, from an
+    # exported ensemble (CV_FROM_MODEL) or trained, and its evaluation, (2) one network on
+    # every case, (3) the export with the cross-validation's card metrics; a rerun resumes
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base, data, cv, _ = runs
+    cv_model = tmp_path / "cv-model"
+    assert main(["export", str(cv), str(cv_model)]) == 0
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"notes": ["tiny"]}), encoding="utf-8")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_default_model.sh"
+    summary = json.loads((cv / "evaluation" / "summary.json").read_text(encoding="utf-8"))
+    for how in ("unpacked", "trained"):
+        runs_dir = tmp_path / how
+        env = {**os.environ, "PY": sys.executable, "DATA": str(data), "RUNS": str(runs_dir),
+               "CV_CONFIG": str(base / "tiny.json"), "CONFIG": str(base / "tiny_long.json"),
+               "OUT": str(runs_dir / "model"), "CARD_EXTRA": str(extra), "THREADS": "1"}
+        if how == "unpacked":
+            env["CV_FROM_MODEL"] = str(cv_model)
+        done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                              encoding="utf-8", timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert f"model folder: {runs_dir / 'model'}" in done.stdout
+        card = json.loads((runs_dir / "model" / "model.json").read_text(encoding="utf-8"))
+        assert card["version"] == "0.4.0" and card["notes"] == ["tiny"]
+        assert list(card["training"]["folds"]) == ["all"]
+        assert card["training"]["cross_validation"]["config"]["name"] == "tiny"
+        run_json = json.loads((runs_dir / "tiny" / "run.json").read_text(encoding="utf-8"))
+        assert ("unpacked_from" in run_json) == (how == "unpacked")
+        if how == "unpacked":  # the same folds evaluated again: the same threshold
+            assert card["inference"]["threshold"] == summary["pr_optimal"]["threshold"]
+    # the model folder exists now: a rerun resumes the finished network and refuses to
+    # overwrite the model without OVERWRITE=1
+    again = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                           encoding="utf-8", timeout=600)
+    assert again.returncode == 2 and "output exists" in again.stderr
