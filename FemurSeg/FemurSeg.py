@@ -11,6 +11,7 @@ Supported: Slicer 5.8 and 5.10 (checked call by call against their sources), and
 (``slicer.packaging`` of 5.12 is used where present).
 """
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -34,6 +35,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from FemurSegLib.errors import FemurSegError
+from FemurSegLib import release
 from FemurSegLib.release import REPOSITORY_URL
 from FemurSegMRMLLib import install, models, scene, volumes
 from FemurSegMRMLLib.job import (DEVICES, TTA_CHOICES, JobOptions, finish_job, prepare_job,
@@ -144,6 +146,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._process = None  # what runs: a segmentation's BackgroundProcess or a PipInstallation
         self._installation = None  # the running PipInstallation (pip before the first run)
+        self._download = None  # the running ModelDownload (a model folder with only its card)
         self._timer = None  # polls it
         self._volume = None  # the input volume and options of the Apply that runs
         self._options = None
@@ -381,11 +384,46 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _afterInstallation(self, installError: Optional[str]) -> None:
         """Choose the engine (the PyTorch fallback when only ONNX Runtime is missing and torch is
-        there), write the input volume and start the segmentation."""
+        there); download the model's files if its folder holds only the card; then run."""
         try:
             engine, self._engineNote = self.logic.chooseEngine(installError)
             if self._engineNote:
                 logging.warning(f"FemurSeg: {self._engineNote}")
+            download = self.logic.startModelDownload(self._options.model, engine)
+        except FemurSegError as exc:
+            self._finish(error_text=str(exc))
+            return
+        except Exception as exc:  # a bug or an OS problem: keep the details in the log
+            logging.exception("FemurSeg: cannot start the segmentation")
+            self._finish(error_text=f"cannot start the segmentation: {_oneLine(exc)}")
+            return
+        if download is None:
+            self._startSegmentation()
+            return
+        self._download = download
+        self._process = download  # Cancel stops the download
+        self._startTimer()
+        self._setStatus(f"Downloading the model's files (once) for {self._options.model}...")
+        self._updateGui()
+
+    def _pollDownload(self) -> None:
+        """Timer tick while the model downloads: when it is in the cache, run with it."""
+        try:
+            folder = self._download.poll()
+        except FemurSegError as exc:
+            self._finish(error_text=str(exc))
+            return
+        if folder is None:
+            return
+        self._stopTimer()
+        self._download = None
+        self._process = None
+        self._options = dataclasses.replace(self._options, model=folder)
+        self._startSegmentation()
+
+    def _startSegmentation(self) -> None:
+        """Write the input volume and start the command line."""
+        try:
             with slicer.util.WaitCursor():
                 self._job = self.logic.prepareJob(self._volume, self._options)
         except FemurSegError as exc:
@@ -444,6 +482,9 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._installation is not None:
             self._pollInstallation()
             return
+        if self._download is not None:
+            self._pollDownload()
+            return
         proc = self._process
         if proc is None:
             return
@@ -474,6 +515,7 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._process = None
         self._installation = None
+        self._download = None
         self._volume = None
         self.ui.progressBar.setVisible(False)
         if error_text is not None:
@@ -614,6 +656,16 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
         return install.PipInstallation(missing, python=self.pythonExecutable(),
                                        constraints=self._constraintsFile(), wheel_folder=folder)
 
+    @staticmethod
+    def startModelDownload(model: str, engine: str = "onnxruntime"):
+        """A started ``models.ModelDownload`` when the folder ``model`` holds its card alone (a
+        repository for the extensions index keeps the weights as release assets, see
+        ``FemurSegLib.release``); None when its files are there."""
+        need = "weights" if engine == "torch" else "onnx"
+        if not model or not release.needs_download(model, need):
+            return None
+        return models.ModelDownload(model, need=need)
+
     def chooseEngine(self, installError: Optional[str] = None):
         """``(engine, note)`` after an installation (``install.choose_engine``)."""
         return install.choose_engine(self._torchAvailable, installError)
@@ -671,9 +723,14 @@ class FemurSegLogic(ScriptedLoadableModuleLogic):
 
         Raises :class:`FemurSegError` with a one-line message when the segmentation fails.
         """
-        self.ensureDependencies()
+        engine = self.ensureDependencies()
+        options = options or JobOptions()
+        need = "weights" if engine == "torch" else "onnx"
+        if options.model and release.needs_download(options.model, need):  # waits, once
+            options = dataclasses.replace(options, model=str(release.download_model(
+                options.model, need=need)))
         result = segment_volume(volumeNode, slicer.mrmlScene, python=self.pythonExecutable(),
-                                module_dir=MODULE_DIR, options=options or JobOptions(),
+                                module_dir=MODULE_DIR, options=options,
                                 on_progress=onProgress, is_cancelled=isCancelled,
                                 temp_root=slicer.app.temporaryPath)
         self.showResult(volumeNode, result)

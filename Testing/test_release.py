@@ -7,85 +7,14 @@ announced the whole length), or altered. It stops itself after a bounded time.
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import json
-import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from FemurSegLib import modelfolder, release
-from FemurSegLib.errors import ModelError
-
-REPO = Path(__file__).resolve().parents[1]
-BUNDLED_CARD = REPO / "Resources" / "Models" / "femur-t1-coronal" / "model.json"
-
-#: A proxy from the environment must not stand between the test and its server.
-OPEN = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
-
-FILES = {f"fold_{k}.onnx": bytes([k]) * (3000 + 1000 * k) + b"graph" for k in range(2)}
-
-
-def card_only_folder(root: Path) -> Path:
-    """A model folder as a repository for the index keeps it: the card, no weights. The card is
-    the bundled model's with two folds naming the test's files and their SHA-256."""
-    card = json.loads(BUNDLED_CARD.read_text(encoding="utf-8"))
-    card["folds"] = [{"fold": k, "onnx": name, "onnx_sha256": hashlib.sha256(data).hexdigest()}
-                     for k, (name, data) in enumerate(FILES.items())]
-    folder = root / "card-only" / card["name"]
-    folder.mkdir(parents=True)
-    (folder / "model.json").write_text(json.dumps(card), encoding="utf-8")
-    return folder
-
-
-class Server:
-    """A bounded HTTP server thread: ``modes[name]`` is "whole", "truncated" or "altered"."""
-
-    def __init__(self, seconds: float = 30.0):
-        self.modes = {name: "whole" for name in FILES}
-        self.requests = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                folder, _, name = self.path.rpartition("/")
-                owner.requests.append(self.path)
-                if folder != "/releases/download/v" or name not in FILES:
-                    self.send_error(404, "Not Found")
-                    return
-                data = FILES[name]
-                mode = owner.modes[name]
-                body = data[:-1] + b"X" if mode == "altered" else data
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[:len(body) // 2] if mode == "truncated" else body)
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.timeout = 0.1
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/releases/download/v"
-        self._stop = threading.Event()
-        deadline = time.monotonic() + seconds
-
-        def serve():
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                self.httpd.handle_request()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self._stop.set()
-        self.thread.join(timeout=5)
-        self.httpd.server_close()
+from FemurSegLib.errors import Cancelled, ModelError
+from release_helpers import BUNDLED_CARD, FILES, OPEN, Server, card_only_folder, left_in
 
 
 @pytest.fixture
@@ -94,10 +23,6 @@ def server():
     yield s
     s.close()
     assert not s.thread.is_alive()
-
-
-def left_in(cache: Path) -> list:
-    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
 
 
 def test_release_url_and_the_card_files():
@@ -184,3 +109,68 @@ def test_a_cached_copy_that_fails_its_check_is_refused_not_replaced(server, tmp_
         release.download_model(source, base_url=server.url, cache_dir=cache, opener=OPEN)
     assert damaged.read_bytes() == b"not the graph"
     assert len(server.requests) == 2  # nothing downloaded again
+
+
+def test_needs_download_only_for_a_folder_with_its_card_alone(tmp_path):
+    source = card_only_folder(tmp_path)
+    assert release.needs_download(source) is True
+    assert release.needs_download(source, "weights") is False  # the test card names no .pt
+    (source / "fold_0.onnx").write_bytes(FILES["fold_0.onnx"])
+    assert release.needs_download(source) is False  # partly there: loading names what is missing
+    assert release.needs_download(BUNDLED_CARD.parent) is False  # the bundled model has its files
+    assert release.needs_download(tmp_path / "nowhere") is False
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.json").write_text("{}")
+    assert release.needs_download(tmp_path / "bad") is False  # loading says what is wrong
+
+
+def test_cancelled_download_leaves_nothing(server, tmp_path):
+    source = card_only_folder(tmp_path)
+    cache = tmp_path / "cache"
+    checks = []
+    with pytest.raises(Cancelled, match="^model download cancelled$"):
+        release.download_model(source, base_url=server.url, cache_dir=cache, opener=OPEN,
+                               is_cancelled=lambda: checks.append(1) or len(checks) > 1)
+    assert left_in(cache) == []
+
+
+def test_model_download_in_a_thread_is_polled(server, tmp_path):
+    """What the panel polls from its timer (FemurSegMRMLLib.models.ModelDownload)."""
+    from FemurSegMRMLLib.models import ModelDownload
+
+    source = card_only_folder(tmp_path)
+    cache = tmp_path / "cache"
+    download = ModelDownload(str(source), base_url=server.url, cache_dir=cache, opener=OPEN)
+    deadline = time.monotonic() + 30
+    while download.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert download.poll() == str(cache / "femur-t1-coronal")
+    modelfolder.load_model(cache / "femur-t1-coronal")
+    # A failure comes out of poll() as the download's one-line error.
+    server.modes["fold_0.onnx"] = "altered"
+    other = ModelDownload(str(source), base_url=server.url, cache_dir=tmp_path / "cache2",
+                          opener=OPEN)
+    other._thread.join(timeout=30)
+    with pytest.raises(ModelError, match=r"^fold_0\.onnx downloaded from .* fails its SHA-256 "):
+        other.poll()
+    assert left_in(tmp_path / "cache2") == []
+
+
+def test_model_download_cancel_stops_it_and_leaves_nothing(server, tmp_path):
+    from FemurSegMRMLLib.models import ModelDownload
+
+    source = card_only_folder(tmp_path)
+    cache = tmp_path / "cache"
+    server.modes["fold_0.onnx"] = "slow"  # about 2 s
+    download = ModelDownload(str(source), base_url=server.url, cache_dir=cache, opener=OPEN)
+    deadline = time.monotonic() + 30
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert download.poll() is None  # still downloading
+    start = time.monotonic()
+    download.cancel()
+    assert time.monotonic() - start < 2.0 and not download._thread.is_alive()
+    with pytest.raises(Cancelled, match="^model download cancelled$"):
+        download.poll()
+    assert left_in(cache) == []

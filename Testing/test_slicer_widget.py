@@ -599,6 +599,44 @@ def test_apply_installs_in_the_background_and_cancel_ends_pip(widget, launcher, 
     assert panel.ui.applyButton.enabled and not panel.ui.cancelButton.enabled
 
 
+def test_apply_downloads_a_card_only_model_once_in_the_background(widget, started,
+                                                                  monkeypatch, tmp_path):
+    """A model folder with its card alone (a repository for the extensions index): Apply
+    downloads the files from the release (here a local server) into the model cache, polled
+    by the timer, and runs with the cached, verified folder."""
+    from release_helpers import Server, card_only_folder
+
+    from FemurSegLib import release
+
+    panel, module = widget.panel, widget.module
+    server = Server()
+    try:
+        for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(release, "release_url", lambda card, repository_url=None: server.url)
+        monkeypatch.setenv("FEMURSEG_MODELS", str(tmp_path / "cache"))
+        monkeypatch.setattr(module.FemurSegLogic, "startInstallation", lambda self: None)
+        monkeypatch.setattr(module.FemurSegLogic, "chooseEngine",
+                            lambda self, error=None: ("onnxruntime", None))
+        source = card_only_folder(tmp_path)
+        panel._parameterNode.model = ""
+        panel._parameterNode.modelFolder = pathlib.Path(source)
+        panel.onApplyButton()
+        assert panel.ui.statusLabel.text == (f"Downloading the model's files (once) for "
+                                             f"{source}...")
+        assert panel.ui.cancelButton.enabled and started == []
+        (timer,) = widget.timers
+        deadline = time.monotonic() + 30
+        while not started and time.monotonic() < deadline:
+            timer.tick()
+            time.sleep(0.02)
+        (command,) = started
+        assert parsed_cli(command)["model"] == str(tmp_path / "cache" / "femur-t1-coronal")
+        assert len(server.requests) == 2
+    finally:
+        server.close()
+
+
 def test_self_test_without_a_model_says_so_instead_of_failing(femurseg, monkeypatch):
     """Reload and Test calls runTest directly: a skipped test would show as its failure."""
     module = femurseg[0]

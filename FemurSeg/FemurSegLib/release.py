@@ -28,7 +28,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from .errors import ModelError
+from .errors import Cancelled, ModelError
 from .modelfolder import CARD_NAME, installed_models_dir, load_model, read_card
 
 #: ``owner/name`` of the public repository (a placeholder: the owner is not known yet; the name
@@ -68,8 +68,23 @@ def card_files(card: dict, need: str = "onnx") -> List[Tuple[str, str]]:
     return out
 
 
+def needs_download(model_dir: os.PathLike, need: str = "onnx") -> bool:
+    """True for a model folder that holds its card but none of the files the card names for
+    ``need`` (a repository for the index keeps its models so): :func:`download_model` gets them.
+    A folder with some of its files is not downloaded into: loading it names what is missing."""
+    d = Path(model_dir)
+    if not (d / CARD_NAME).is_file():
+        return False
+    try:
+        files = card_files(read_card(d), need)
+    except ModelError:  # a card that is not right: loading the model says what is wrong
+        return False
+    return not any((d / name).exists() for name, _ in files)
+
+
 def _fetch(url: str, target: Path, digest: str, timeout: float,
-           opener: Callable[..., object]) -> None:
+           opener: Callable[..., object],
+           is_cancelled: Optional[Callable[[], bool]] = None) -> None:
     """Download ``url`` to ``target``; refuse a short body or another SHA-256."""
     name = target.name
     try:
@@ -85,10 +100,13 @@ def _fetch(url: str, target: Path, digest: str, timeout: float,
     with response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
+        read = getattr(response, "read1", response.read)  # what has arrived: Cancel is seen
         try:
             with open(target, "wb") as out:
                 while True:
-                    block = response.read(_CHUNK)
+                    if is_cancelled is not None and is_cancelled():
+                        raise Cancelled("model download cancelled")
+                    block = read(_CHUNK)
                     if not block:
                         break
                     out.write(block)
@@ -112,7 +130,8 @@ def _fetch(url: str, target: Path, digest: str, timeout: float,
 def download_model(model_dir: os.PathLike, *, base_url: Optional[str] = None,
                    cache_dir: Optional[os.PathLike] = None, need: str = "onnx",
                    timeout: float = 60.0,
-                   opener: Callable[..., object] = urllib.request.urlopen) -> Path:
+                   opener: Callable[..., object] = urllib.request.urlopen,
+                   is_cancelled: Optional[Callable[[], bool]] = None) -> Path:
     """The cached, verified copy of the model whose card is in ``model_dir``; downloads it once.
 
     ``base_url`` is where the files are (default: :func:`release_url` of the card);
@@ -121,7 +140,8 @@ def download_model(model_dir: os.PathLike, *, base_url: Optional[str] = None,
     every file is complete and matches the card's SHA-256; on any failure the staging folder is
     removed and :class:`ModelError` says, in one line, what went wrong. A folder of that name
     already in the cache is used when it verifies (``modelfolder.load_model``) and refused, never
-    replaced, when it does not.
+    replaced, when it does not. ``is_cancelled()`` turning true stops the download
+    (:class:`Cancelled`), with nothing left either.
     """
     card = read_card(model_dir)
     files = card_files(card, need)
@@ -142,7 +162,7 @@ def download_model(model_dir: os.PathLike, *, base_url: Optional[str] = None,
     try:
         shutil.copyfile(Path(model_dir) / CARD_NAME, staging / CARD_NAME)
         for name, digest in files:
-            _fetch(f"{base}/{name}", staging / name, digest, timeout, opener)
+            _fetch(f"{base}/{name}", staging / name, digest, timeout, opener, is_cancelled)
         load_model(staging, need=load_need)  # the whole folder, as inference will read it
         try:
             os.rename(staging, target)  # atomic; fails if the target appeared meanwhile
