@@ -423,6 +423,11 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _startSegmentation(self) -> None:
         """Write the input volume and start the command line."""
+        if self._volume is None or self._volume.GetScene() is not slicer.mrmlScene:
+            # removed (or the scene closed) while Slicer 5.12's package dialog was open
+            self._finish(error_text="the input volume is no longer in the scene: select one "
+                                    "and retry")
+            return
         try:
             with slicer.util.WaitCursor():
                 self._job = self.logic.prepareJob(self._volume, self._options)

@@ -637,6 +637,22 @@ def test_apply_downloads_a_card_only_model_once_in_the_background(widget, starte
         server.close()
 
 
+def test_a_volume_removed_while_installing_is_not_segmented(widget, started, monkeypatch):
+    """Slicer 5.12's package dialog processes events: the input may go meanwhile."""
+    module = widget.module
+
+    def install_and_remove(self):
+        slicer.mrmlScene.RemoveNode(widget.panel._parameterNode.inputVolume)
+
+    monkeypatch.setattr(module.FemurSegLogic, "startInstallation", install_and_remove)
+    monkeypatch.setattr(module.FemurSegLogic, "chooseEngine",
+                        lambda self, error=None: ("onnxruntime", None))
+    widget.panel.onApplyButton()
+    assert started == []
+    assert widget.panel.ui.statusLabel.text == ("the input volume is no longer in the scene: "
+                                                "select one and retry")
+
+
 def test_self_test_without_a_model_says_so_instead_of_failing(femurseg, monkeypatch):
     """Reload and Test calls runTest directly: a skipped test would show as its failure."""
     module = femurseg[0]
