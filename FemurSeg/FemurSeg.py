@@ -34,8 +34,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from FemurSegLib.errors import FemurSegError
 from FemurSegLib import release
+from FemurSegLib.errors import FemurSegError
 from FemurSegLib.release import REPOSITORY_URL
 from FemurSegMRMLLib import install, models, scene, volumes
 from FemurSegMRMLLib.job import (DEVICES, TTA_CHOICES, JobOptions, finish_job, prepare_job,
@@ -144,7 +144,8 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._process = None  # what runs: a segmentation's BackgroundProcess or a PipInstallation
+        self._process = None  # what runs (Cancel ends it): a BackgroundProcess, a
+        #                       PipInstallation or a ModelDownload
         self._installation = None  # the running PipInstallation (pip before the first run)
         self._download = None  # the running ModelDownload (a model folder with only its card)
         self._timer = None  # polls it
