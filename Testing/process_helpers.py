@@ -57,3 +57,14 @@ def launcher_processes(tmp_path: Path):
     for path in pid_files:  # never leave a sleeping test process behind
         if path.exists() and alive(int(path.read_text())):
             os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+def pip_stand_in(tmp_path: Path, launcher_command) -> str:
+    """An executable in place of PythonSlicer: ``<it> -m pip install ...`` starts the launcher
+    stand-in, whose child prints one line and hangs (pip waiting for a network that drops
+    packets)."""
+    script = tmp_path / "PythonSlicer"
+    script.write_text("#!/bin/sh\nexec " + " ".join(f"'{c}'" for c in launcher_command)
+                      + ' "$@"\n')
+    script.chmod(0o755)
+    return str(script)

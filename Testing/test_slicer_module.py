@@ -24,7 +24,7 @@ sys.path.insert(0, str(MODULE_DIR))
 
 from FemurSegLib.errors import Cancelled, FemurSegError  # noqa: E402
 from FemurSegMRMLLib import install, models, process  # noqa: E402
-from process_helpers import alive, launcher_processes, wait_ended  # noqa: E402
+from process_helpers import alive, launcher_processes, pip_stand_in, wait_ended  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,19 +212,124 @@ def test_install_declined_installs_nothing():
 
 @pytest.mark.parametrize("error, message", [
     (RuntimeError("PythonSlicer executable not found"),
-     "cannot install onnxruntime>=1.16: PythonSlicer executable not found; see the Python "
-     "console, or install by hand: PythonSlicer -m pip install onnxruntime>=1.16"),
+     "cannot install onnxruntime>=1.16: PythonSlicer executable not found (without internet, "
+     "set FEMURSEG_WHEELS to a folder of wheels; see the README); see the Python console, or "
+     "install by hand: PythonSlicer -m pip install onnxruntime>=1.16"),
     (OSError("network is unreachable"),
-     "cannot install onnxruntime>=1.16: network is unreachable; see the Python console, or "
+     "cannot install onnxruntime>=1.16: network is unreachable (without internet, set "
+     "FEMURSEG_WHEELS to a folder of wheels; see the README); see the Python console, or "
      "install by hand: PythonSlicer -m pip install onnxruntime>=1.16"),
 ])
 def test_install_failure_through_slicer_packaging_names_the_package(error, message):
+    """Slicer 5.12+ (slicer.packaging): the same offline hint as pip's own failures on 5.8."""
     with pytest.raises(FemurSegError) as caught:
         install.install_requirements(["onnxruntime>=1.16"], python="/x/PythonSlicer",
                                      confirm=lambda text: True,
                                      packaging_module=FakePackaging(error),
                                      version_of=lambda name: None)
     assert str(caught.value) == message
+
+
+def test_install_steps_put_onnxruntime_in_a_run_of_its_own():
+    assert install.install_steps(list(install.INFERENCE_REQUIREMENTS)) == [
+        ["slicerio>=1.0", "scipy>=1.9"], ["onnxruntime>=1.16"]]
+    assert install.install_steps(["onnxruntime>=1.16"]) == [["onnxruntime>=1.16"]]
+    assert install.install_steps(["slicerio>=1.0"]) == [["slicerio>=1.0"]]
+
+
+def test_slicer_packaging_installs_the_others_when_onnxruntime_fails():
+    """Slicer 5.12+: pip_ensure for the required packages, then for ONNX Runtime alone; its
+    failure comes after the others went in (the PyTorch fallback needs them)."""
+    class Packaging(FakePackaging):
+        def pip_ensure(self, requirements, **kwargs):
+            super().pip_ensure(requirements, **kwargs)
+            if requirements == ["onnxruntime>=1.16"]:
+                raise RuntimeError("no wheel for this platform")
+
+    fake = Packaging()
+    with pytest.raises(FemurSegError, match=r"^cannot install onnxruntime>=1\.16: no wheel for "
+                                            r"this platform \(without internet, set "):
+        install.install_requirements(["onnxruntime>=1.16", "slicerio>=1.0"], python="/x/Py",
+                                     confirm=lambda text: True, packaging_module=fake,
+                                     version_of=lambda name: None)
+    assert [c["requirements"] for c in fake.calls] == [["slicerio>=1.0"], ["onnxruntime>=1.16"]]
+
+
+def test_wheel_folder_offline_installs_the_others_when_onnxruntime_fails(tmp_path):
+    """pip from a folder of wheels that has no ONNX Runtime: the required package is installed
+    (one run of its own), then the ONNX Runtime run fails with the one-line message."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "femurseg-probe", "1.2")
+    target = tmp_path / "site"
+    with pytest.raises(FemurSegError) as caught:
+        install.install_requirements(["onnxruntime>=1.16", "femurseg-probe>=1.0"],
+                                     python=sys.executable, wheel_folder=str(wheels),
+                                     confirm=lambda text: True, env=pip_env(target),
+                                     version_of=versions_in(target))
+    assert str(caught.value) == (f"cannot install onnxruntime>=1.16: the wheel folder {wheels} "
+                                 "has no wheel for onnxruntime>=1.16; add that wheel to the "
+                                 "folder and retry")
+    assert (target / "femurseg_probe.py").is_file()
+
+
+FALLBACK_INSTALL_ERROR = ("cannot install onnxruntime>=1.16: pip found no onnxruntime>=1.16 "
+                          "(without internet, set FEMURSEG_WHEELS to a folder of wheels; see "
+                          "the README)")
+
+
+def test_failed_onnxruntime_install_falls_back_to_torch():
+    """The installation raises (pip found no ONNX Runtime); the others are there and so is
+    torch: the PyTorch fallback runs, and the note for the status line says why."""
+    versions = {"slicerio": "1.4.0", "scipy": "1.13.1"}
+    requested, notes = [], []
+
+    def failing_install(missing):
+        requested.append(list(missing))
+        raise FemurSegError(FALLBACK_INSTALL_ERROR)
+
+    assert install.ensure_inference_requirements(failing_install, lambda: True, versions.get,
+                                                 on_note=notes.append) == "torch"
+    assert requested == [["onnxruntime>=1.16"]]
+    assert notes == ["ONNX Runtime could not be installed: using the slower PyTorch fallback ("
+                     + FALLBACK_INSTALL_ERROR + ")"]
+    # Without torch: the installation's message, and that the fallback cannot run either.
+    with pytest.raises(FemurSegError) as caught:
+        install.ensure_inference_requirements(failing_install, lambda: False, versions.get)
+    assert str(caught.value) == (FALLBACK_INSTALL_ERROR + "; PyTorch is not available for the "
+                                 "slower fallback either (install the PyTorch extension and "
+                                 "PyTorch with its PyTorch Utils module)")
+    # A required package that failed: its message, torch or not.
+    with pytest.raises(FemurSegError, match=r"^cannot install slicerio>=1\.0: boom$"):
+        install.ensure_inference_requirements(
+            lambda missing: (_ for _ in ()).throw(FemurSegError("cannot install slicerio>=1.0: "
+                                                               "boom")),
+            lambda: True, {"scipy": "1.13.1"}.get)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups (Windows: taskkill /T)")
+def test_pip_installation_never_blocks_and_cancel_ends_pip(launcher, tmp_path):
+    """What the panel polls from its timer: each poll returns at once while pip hangs, pip's
+    output arrives, and cancel() ends pip with the process it started."""
+    command, pid_files = launcher
+    installation = install.PipInstallation(list(install.INFERENCE_REQUIREMENTS),
+                                           python=pip_stand_in(tmp_path, command))
+    lines, slowest = [], 0.0
+    deadline = time.monotonic() + 30
+    while not lines and time.monotonic() < deadline:
+        start = time.monotonic()
+        assert installation.poll() is False
+        slowest = max(slowest, time.monotonic() - start)
+        lines += installation.take_lines()
+        time.sleep(0.05)
+    assert lines == ["PROGRESS 1 started"] and installation.running
+    assert slowest < 1.0  # a poll starts or checks a process, it never waits for pip
+    installation.cancel()
+    launcher_pid, child_pid = [int(p.read_text()) for p in pid_files]
+    assert not alive(launcher_pid)
+    assert wait_ended([child_pid], seconds=2.0) == []
+    assert installation.poll() is True  # nothing more runs after Cancel
+    assert not installation.running
 
 
 def test_wheel_folder_comes_from_the_environment(tmp_path):
@@ -329,10 +434,77 @@ def test_extension_description_json_for_the_index():
     assert entry["scm_revision"] == "main"
     assert isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5
     # The repository is not public yet: the URL is a marked placeholder, the same as CMake's.
-    assert entry["scm_url"] == "https://github.com/OWNER/FemurSeg"
+    assert entry["scm_url"] == "https://github.com/OWNER/SlicerFemurSeg"
     cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
-    assert '"https://github.com/OWNER/FemurSeg"' in cmake and "project(FemurSeg)" in cmake
+    assert "project(FemurSeg)" in cmake
     assert not (REPO / "FemurSeg.s4ext").exists()  # Slicer 5.6 (.s4ext index) is not supported
+
+
+def cmake_literal(text: str, name: str):
+    """The value of ``set(NAME "...")`` as written (no CMake expansion: the index's checker
+    reads the file as text), or None."""
+    import re
+
+    match = re.search(rf'^\s*set\(\s*{name}\s+"([^"]*)"\s*\)', text, re.M)
+    return match.group(1) if match else None
+
+
+def test_description_passes_the_extensions_index_rules():
+    """The rules of Slicer/ExtensionsIndex scripts/check_description_files.py that can be
+    checked here: the icon and screenshot addresses are literal http(s) URLs (read without
+    CMake), at least one screenshot, the repository name starts with "Slicer" while the
+    extension name (the .json file and project()) does not, a licence file in the root."""
+    from urllib.parse import urlsplit
+
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    icon = cmake_literal(cmake, "EXTENSION_ICONURL")
+    assert icon == ("https://raw.githubusercontent.com/OWNER/SlicerFemurSeg/main/Resources/"
+                    "Icons/FemurSeg.png")
+    assert (REPO / urlsplit(icon).path.split("/main/", 1)[1]).is_file()  # the file it names
+    screenshots = (cmake_literal(cmake, "EXTENSION_SCREENSHOTURLS") or "").split()
+    assert screenshots == ["https://raw.githubusercontent.com/OWNER/SlicerFemurSeg/main/"
+                           "Resources/Screenshots/FemurSeg.png"]
+    for url in [icon] + screenshots + [cmake_literal(cmake, "EXTENSION_HOMEPAGE")]:
+        assert url.startswith("https://") and "${" not in url, url
+    entry = json.loads((REPO / "FemurSeg.json").read_bytes())
+    assert b"\r" not in (REPO / "FemurSeg.json").read_bytes()  # LF line endings only
+    repository = urlsplit(entry["scm_url"]).path.strip("/").split("/")[-1]
+    assert repository.startswith("Slicer") and repository == "SlicerFemurSeg"
+    assert not "FemurSeg".lower().startswith("slicer")
+    assert "project(FemurSeg)" in cmake  # = the description file's name, FemurSeg.json
+    assert (REPO / "LICENSE").is_file()
+    # How to make the screenshot is in the README, under the path the URL names.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "Resources/Screenshots/FemurSeg.png" in readme
+
+
+def test_the_package_carries_this_repositorys_licence():
+    """UseSlicer.cmake (v5.8.0, v5.10.0) puts Slicer's licence in the package unless
+    EXTENSION_LICENSE_FILE is set before include(${Slicer_USE_FILE})."""
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    licence = cmake.index("set(EXTENSION_LICENSE_FILE ${CMAKE_CURRENT_SOURCE_DIR}/LICENSE)")
+    assert licence < cmake.index("include(${Slicer_USE_FILE})")
+
+
+def test_one_repository_placeholder_everywhere():
+    """Every address of the project names the same placeholder repository, OWNER/SlicerFemurSeg
+    (the help text takes it from FemurSegLib.release): replacing OWNER is one search."""
+    import re
+
+    from FemurSegLib import release
+
+    files = [REPO / "CMakeLists.txt", REPO / "FemurSeg.json", MODULE_DIR / "FemurSeg.py",
+             MODULE_DIR / "FemurSegLib" / "release.py", REPO / "README.md"]
+    found = {}
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for repo in re.findall(r"(?:github\.com|githubusercontent\.com)/([\w.-]+/[\w.-]+)", text):
+            if repo.split("/")[0] != "Slicer":  # Slicer's own schema and repositories
+                found.setdefault(repo.rstrip("."), set()).add(path.name)
+    assert set(found) == {release.REPOSITORY}, found
+    assert release.REPOSITORY == "OWNER/SlicerFemurSeg"
+    module = (MODULE_DIR / "FemurSeg.py").read_text(encoding="utf-8")
+    assert "github.com" not in module and '.format(url=REPOSITORY_URL)' in module
 
 
 def test_license_is_the_apache_license():

@@ -796,7 +796,7 @@ def test_extension_metadata():
     root = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r'set\(EXTENSION_CATEGORY "Segmentation"\)', root)
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', root)
-    assert re.search(r'set\(EXTENSION_SCREENSHOTURLS ""\)', root)
+    assert re.search(r'set\(EXTENSION_SCREENSHOTURLS "https://\S+\.png"\)', root)
     assert "add_subdirectory(FemurSeg)" in root
     import json
     index_entry = json.loads((REPO / "FemurSeg.json").read_text(encoding="utf-8"))

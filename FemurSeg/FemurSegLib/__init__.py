@@ -12,6 +12,7 @@ inference      sliding window / whole volume / 2D nine-patch prediction, TTA, fo
 postprocess    connected components, left/right femur split
 metrics        DSC, precision, recall, specificity, HD95, ASSD, ROC AUC, AP, PR-optimal threshold
 modelfolder    the model-folder contract: model.json card, checksums, lookup of bundled models
+release        model files as release assets: downloaded once into the model cache, verified
 writers        .seg.nrrd, label maps, probability maps, STL files
 surface        closed, volume-preserving surfaces of masks and binary STL
 montage        the PNG quality-control report and volumes JSON

@@ -11,7 +11,8 @@ global), so the same code serves the widget, the module logic and the tests. One
 * :mod:`.scene` - the segmentation node, the probability map node, the terminology;
 * :mod:`.stl` - STL export of the femur surfaces;
 * :mod:`.install` - the Python packages inference needs, and their installation;
-* :mod:`.models` - the model list of the module panel.
+* :mod:`.models` - the model list of the module panel, and the download of a model folder
+  that holds only its card (:class:`.models.ModelDownload`).
 
 The flow of one segmentation (:func:`.job.segment_volume` does all of it and waits)::
 

@@ -21,6 +21,19 @@ from .volumes import safe_file_name, write_volume_node
 #: Devices offered by the module; "gpu" maps to CUDA, or to MPS on macOS.
 DEVICES = ("auto", "cpu", "gpu")
 
+#: The module's flip test-time augmentation choices and the :attr:`JobOptions.tta` of each.
+#: "model default" (None) sends neither ``--tta`` nor ``--no-tta``: the model card decides, as
+#: for ``femurseg segment`` without either option (the bundled model turns it on for CPU and GPU).
+TTA_CHOICES = {"model default": None, "on": True, "off": False}
+
+
+def tta_option(choice: str) -> Optional[bool]:
+    """:attr:`JobOptions.tta` for a choice of :data:`TTA_CHOICES`."""
+    if choice not in TTA_CHOICES:
+        raise InputError(f"unknown test-time augmentation choice {choice!r} (choose "
+                         f"{', '.join(TTA_CHOICES)})")
+    return TTA_CHOICES[choice]
+
 
 @dataclass
 class JobOptions:

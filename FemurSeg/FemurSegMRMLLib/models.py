@@ -59,3 +59,49 @@ def model_to_run(model: str, model_folder: Optional[str]) -> str:
     if not _is_model_folder(model_folder):
         raise FemurSegError(f"not a FemurSeg model folder (no model.json): {model_folder}")
     return model_folder
+
+
+class ModelDownload:
+    """The files of a model folder that holds only its card, downloaded in a thread
+    (``FemurSegLib.release.download_model``: once, into the model cache, each file verified).
+
+    Nothing blocks: the panel polls :meth:`poll` from its timer, as it does pip and the
+    segmentation; :meth:`cancel` stops the download (nothing is left in the cache).
+    """
+
+    def __init__(self, model_dir: str, *, need: str = "onnx", **download_options) -> None:
+        import threading
+
+        from FemurSegLib import release
+
+        self.model_dir = model_dir
+        self._cancelled = threading.Event()
+        self._result: Optional[str] = None
+        self._error: Optional[BaseException] = None
+
+        def run() -> None:
+            try:
+                self._result = str(release.download_model(
+                    model_dir, need=need, is_cancelled=self._cancelled.is_set,
+                    **download_options))
+            except BaseException as exc:  # handed to poll(), in the GUI's thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="FemurSeg model download", daemon=True)
+        self._thread.start()
+
+    def poll(self) -> Optional[str]:
+        """The cached model folder once downloaded; None while downloading. Raises the
+        download's :class:`FemurSegError` (one line) when it failed."""
+        if self._thread.is_alive():
+            return None
+        if self._error is not None:
+            if isinstance(self._error, FemurSegError):
+                raise self._error
+            raise FemurSegError(f"cannot download the model: {self._error}") from self._error
+        return self._result
+
+    def cancel(self, wait_seconds: float = 5.0) -> None:
+        """Stop the download; waits up to ``wait_seconds`` for the thread to clean up."""
+        self._cancelled.set()
+        self._thread.join(timeout=wait_seconds)
