@@ -12,6 +12,10 @@ transforms make such copies of a validation image, on its raw intensities and it
 - ``random_map``: intensities through a random, non-monotone piecewise-linear map (tissues swap
   brightness), the air kept dark.
 
+``bias_strong`` and ``gamma_strong`` are the stronger settings of the first two (a field of
+exp(+-0.5), about 0.61..1.65, and the power 2), as the measurements on real scans outside the
+project used.
+
 They are deliberately not the training augmentations (:mod:`.augment` works on normalised 2D
 slice stacks with other field models and ranges), so the evaluation does not test the training
 distribution itself.
@@ -28,7 +32,10 @@ from FemurSegLib.images import array_to_image
 
 #: peak-to-centre log factor of the bias field: exp(+-0.34) is about 0.71..1.40
 BIAS_LOG_AMPLITUDE = 0.34
+#: the stronger field: exp(+-0.5) is about 0.61..1.65 (up to 2.7x between two places)
+BIAS_STRONG_LOG_AMPLITUDE = 0.5
 GAMMA = 1.6
+GAMMA_STRONG = 2.0
 MAP_KNOTS = 7
 
 
@@ -51,7 +58,7 @@ def body_mask(array: np.ndarray) -> np.ndarray:
     return np.stack([ndimage.binary_fill_holes(m) for m in mask])
 
 
-def bias(image: sitk.Image, seed: int) -> sitk.Image:
+def bias(image: sitk.Image, seed: int, amplitude: float = BIAS_LOG_AMPLITUDE) -> sitk.Image:
     rng = np.random.default_rng([seed, 1])
     a = _float_array(image)
     grids = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in a.shape], indexing="ij")
@@ -62,14 +69,14 @@ def bias(image: sitk.Image, seed: int) -> sitk.Image:
                 if px + py + pz:
                     field += rng.standard_normal() * grids[0] ** px * grids[1] ** py * grids[2] ** pz
     field -= field.mean()
-    field *= BIAS_LOG_AMPLITUDE / max(float(np.abs(field).max()), 1e-9)
+    field *= amplitude / max(float(np.abs(field).max()), 1e-9)
     return _as_image(a * np.exp(field), image)
 
 
-def gamma(image: sitk.Image, seed: int = 0) -> sitk.Image:
+def gamma(image: sitk.Image, seed: int = 0, power: float = GAMMA) -> sitk.Image:
     a = _float_array(image)
     lo, hi = float(a.min()), float(a.max())
-    return _as_image(lo + (hi - lo) * ((a - lo) / max(hi - lo, 1e-9)) ** GAMMA, image)
+    return _as_image(lo + (hi - lo) * ((a - lo) / max(hi - lo, 1e-9)) ** power, image)
 
 
 def inverted(image: sitk.Image, seed: int = 0) -> sitk.Image:
@@ -92,8 +99,17 @@ def random_map(image: sitk.Image, seed: int) -> sitk.Image:
     return _as_image(np.where(body_mask(a), mapped, 0.0), image)
 
 
+def bias_strong(image: sitk.Image, seed: int) -> sitk.Image:
+    return bias(image, seed, BIAS_STRONG_LOG_AMPLITUDE)
+
+
+def gamma_strong(image: sitk.Image, seed: int = 0) -> sitk.Image:
+    return gamma(image, seed, GAMMA_STRONG)
+
+
 CONTRASTS: Dict[str, Callable[[sitk.Image, int], sitk.Image]] = {
-    "bias": bias, "gamma": gamma, "inverted": inverted, "random_map": random_map}
+    "bias": bias, "gamma": gamma, "inverted": inverted, "random_map": random_map,
+    "bias_strong": bias_strong, "gamma_strong": gamma_strong}
 
 
 def contrast_copy(image: sitk.Image, kind: str, seed: int) -> sitk.Image:

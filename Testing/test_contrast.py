@@ -8,7 +8,8 @@ import pytest
 import SimpleITK as sitk
 
 from FemurSegLib.errors import FemurSegError
-from FemurSegTraining.contrast import BIAS_LOG_AMPLITUDE, GAMMA, contrast_copy
+from FemurSegTraining.contrast import (BIAS_LOG_AMPLITUDE, BIAS_STRONG_LOG_AMPLITUDE, GAMMA,
+                                      GAMMA_STRONG, contrast_copy)
 
 
 def _body_image():
@@ -23,7 +24,8 @@ def _body_image():
     return img, a
 
 
-@pytest.mark.parametrize("kind", ["bias", "gamma", "inverted", "random_map"])
+@pytest.mark.parametrize("kind", ["bias", "gamma", "inverted", "random_map", "bias_strong",
+                                  "gamma_strong"])
 def test_copies_keep_the_grid_and_are_seeded(kind):
     img, _ = _body_image()
     out = contrast_copy(img, kind, 7)
@@ -33,10 +35,11 @@ def test_copies_keep_the_grid_and_are_seeded(kind):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), again)
 
 
-def test_gamma_known_answer():
+@pytest.mark.parametrize("kind, power", [("gamma", GAMMA), ("gamma_strong", GAMMA_STRONG)])
+def test_gamma_known_answer(kind, power):
     img, a = _body_image()
-    out = sitk.GetArrayFromImage(contrast_copy(img, "gamma", 0))
-    np.testing.assert_allclose(out, 900.0 * (a / 900.0) ** GAMMA, rtol=1e-5)
+    out = sitk.GetArrayFromImage(contrast_copy(img, kind, 0))
+    np.testing.assert_allclose(out, 900.0 * (a / 900.0) ** power, rtol=1e-5)
 
 
 def test_inverted_keeps_air_dark_and_swaps_tissue_order():
@@ -55,12 +58,18 @@ def test_random_map_is_not_monotone_and_keeps_air_dark():
         assert np.all(out[a > 0] > 0)
 
 
-def test_bias_field_range_and_smoothness():
+@pytest.mark.parametrize("kind, amplitude", [("bias", BIAS_LOG_AMPLITUDE),
+                                              ("bias_strong", BIAS_STRONG_LOG_AMPLITUDE)])
+def test_bias_field_range_and_smoothness(kind, amplitude):
     img, a = _body_image()
-    out = sitk.GetArrayFromImage(contrast_copy(img, "bias", 3))
+    out = sitk.GetArrayFromImage(contrast_copy(img, kind, 3))
     ratio = out[a > 0] / a[a > 0]
-    assert ratio.min() >= np.exp(-BIAS_LOG_AMPLITUDE) - 1e-5
-    assert ratio.max() <= np.exp(BIAS_LOG_AMPLITUDE) + 1e-5
+    assert ratio.min() >= np.exp(-amplitude) - 1e-5
+    assert ratio.max() <= np.exp(amplitude) + 1e-5
+    # the same seed draws the same field shape: only its amplitude differs
+    normal = sitk.GetArrayFromImage(contrast_copy(img, "bias", 3))[a > 0] / a[a > 0]
+    np.testing.assert_allclose(np.log(ratio), np.log(normal) * amplitude / BIAS_LOG_AMPLITUDE,
+                               atol=1e-5)
     assert ratio.max() / ratio.min() > 1.3
     field = out[:, 5:35, 5:35] / a[:, 5:35, 5:35]
     assert np.abs(np.diff(field, axis=2)).max() < 0.05
@@ -69,5 +78,6 @@ def test_bias_field_range_and_smoothness():
 def test_unknown_contrast():
     img, _ = _body_image()
     with pytest.raises(FemurSegError, match="unknown contrast 'x' \\(known: bias, gamma, "
-                                            "inverted, random_map\\)"):
+                                            "inverted, random_map, "
+                                            "bias_strong, gamma_strong\\)"):
         contrast_copy(img, "x", 0)
