@@ -87,7 +87,15 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
     if out.exists() and not overwrite:
         raise FemurSegError(f"output exists: {out} (use --overwrite to replace it)")
     cfg = run["config"]
-    all_cases = ALL_CASES in run.get("folds", {})
+    all_cases = ALL_CASES in run.get("folds", {}) or (run_dir / f"fold_{ALL_CASES}").is_dir()
+    if all_cases and ALL_CASES not in run.get("folds", {}):
+        history = run_dir / f"fold_{ALL_CASES}" / "history.csv"
+        done = max(len(history.read_text(encoding="utf-8").splitlines()) - 1, 0) \
+            if history.is_file() else 0
+        raise FemurSegError(f"the network trained on all cases in {run_dir} has not finished "
+                            f"({done} of {cfg['max_epochs']} epochs): continue it with "
+                            f"femurseg-train fit {cfg['name']} --fold all --run-dir {run_dir} "
+                            "--resume, then export")
     if all_cases:
         if cv_run is None:
             raise FemurSegError(

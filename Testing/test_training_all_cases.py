@@ -152,6 +152,22 @@ def test_export_all_cases_needs_a_cross_validation_of_the_same_recipe(runs, tmp_
     assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
 
 
+def test_export_refuses_an_unfinished_all_cases_network(runs, tmp_path, capsys):
+    # while fit --fold all runs, run.json does not list the network yet: its weights are an
+    # epoch in the middle of the schedule, not the model
+    _, _, cv, final = runs
+    run = tmp_path / "final"
+    shutil.copytree(final, run)
+    rec = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    del rec["folds"]["all"]
+    (run / "run.json").write_text(json.dumps(rec), encoding="utf-8")
+    assert main(["export", str(run), str(tmp_path / "m"), "--cv-run", str(cv)]) == 2
+    assert (f"error: the network trained on all cases in {run} has not finished (3 of 3 "
+            f"epochs): continue it with femurseg-train fit tiny_long --fold all --run-dir {run} "
+            "--resume, then export") in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_export_refuses_an_evaluation_of_other_weights(runs, tmp_path, capsys):
     # cv --resume after evaluate replaced fold 0's weights: the evaluation no longer
     # describes them
