@@ -243,9 +243,11 @@ def _read_input(src: Path, series):
     from . import dicom, images
 
     if series is None:
-        return images.read_image(src, what="input image")
-    image = dicom.read_series(series)
-    images.validate_image(image, what=f"input image {src.name} ({series.name})")
+        image = images.read_image(src, what="input image")
+    else:
+        image = dicom.read_series(series)
+        images.validate_image(image, what=f"input image {src.name} ({series.name})")
+    images.refuse_label_map(image, src)
     return image
 
 
