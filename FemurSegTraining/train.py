@@ -228,7 +228,9 @@ def fit(cfg: dict, fold: Union[int, str], train_cases: List[Preprocessed], val_c
         iterator = range(steps)
         if progress and main:
             from tqdm import tqdm
-            iterator = tqdm(iterator, desc=f"fold {fold} epoch {epoch}", leave=False)
+            # disable=None: a bar only on a terminal; a log file gets the epoch lines alone
+            iterator = tqdm(iterator, desc=f"fold {fold} epoch {epoch}", leave=False,
+                            disable=None)
         for _ in iterator:
             xs, ys = [], []
             for _b in range(bs):
@@ -336,16 +338,21 @@ def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: Lis
     if planned is not None:
         state["planned_epochs"] = int(planned)
     _atomic_save(state, ckpt_path)
-    _write_history(history, fold_dir / "history.csv")
+    _write_history(history, fold_dir / "history.csv", cfg.get("select", "best"))
     log.info("fold %s epoch %3d  lr %.1e  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch,
              optimizer.param_groups[0]["lr"], row["loss"], val, seconds,
              "  (best)" if stopper.best_epoch == epoch else "")
     return bool(stop), elapsed, planned
 
 
-def _write_history(history: List[dict], path: Path) -> None:
+def _write_history(history: List[dict], path: Path, select: str = "best") -> None:
+    """``history.csv``; its ``best_epoch`` is the epoch whose weights ``best.pt`` held after each
+    epoch, as ``run.json`` reports it: with ``"select": "last"`` that epoch itself (the
+    checkpoint's history keeps early stopping's best epoch)."""
+    rows = [{**row, "best_epoch": row["epoch"]} for row in history] if select == "last" \
+        else history
     with files.atomic_path(path, overwrite=True) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(history[0]))
             w.writeheader()
-            w.writerows(history)
+            w.writerows(rows)
