@@ -2,6 +2,7 @@
 as scans (issue 22, items 1 and 2). Truncated copies are made of a phantom written here, never
 of the real data."""
 
+import os
 import re
 import shutil
 import struct
@@ -142,8 +143,8 @@ def test_segment_refuses_truncated_input_before_writing(tmp_path, capsys, phanto
                    "before the end-of-stream marker was reached\n")
     assert not out.exists()
     shutil.copy(cut, scans / "hip02_0000.nii.gz")
-    code, _, err = run(capsys, "segment", scans, cut, "-o", tmp_path / "batch/", "--model",
-                       tiny_model_dir, "--quiet")
+    code, _, err = run(capsys, "segment", scans, cut, "-o", f"{tmp_path / 'batch'}{os.sep}",
+                       "--model", tiny_model_dir, "--quiet")
     assert code == 2
     assert err.splitlines()[-1] == (f"error: input image {scans / 'hip02_0000.nii.gz'} is "
                                     "truncated or corrupt: Compressed file ended before the "
@@ -200,3 +201,24 @@ def test_real_label_map_is_refused(tmp_path, capsys, tiny_model_dir):
     assert code == 2
     assert err == (f"error: input image {label} looks like a label map (5 values, 0-4); pass "
                    f"the image, e.g. {data / 'imagesTr' / 'hip01_0000.nii.gz'}\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# a folder with images in its subfolders only (an nnU-Net dataset's root)
+
+
+def test_dataset_root_names_its_image_folder(tmp_path, capsys, phantom, tiny_model_dir):
+    root = tmp_path / "Dataset001"
+    for sub, name, image in (("imagesTr", "hip01_0000.nii.gz", phantom.image),
+                             ("labelsTr", "hip01.nii.gz", phantom.labels)):
+        (root / sub).mkdir(parents=True)
+        sitk.WriteImage(image, str(root / sub / name), True)
+    (root / "dataset.json").write_text("{}")
+    message = f"no images in {root}; did you mean {root / 'imagesTr'}{os.sep}?"
+    with pytest.raises(InputError) as err:
+        images.read_image(root)
+    assert str(err.value) == message
+    code, _, err = run(capsys, "segment", root, "-o", f"{tmp_path / 'out'}{os.sep}", "--model",
+                       tiny_model_dir, "--quiet")
+    assert code == 2 and err == f"error: {message}\n"
+    assert not (tmp_path / "out").exists()

@@ -183,6 +183,7 @@ def find_series(folder: PathLike) -> Scan:
     series, other_orientation = _group(groups)
     notes = _notes(root, not_dicom, objects, multiframe, other_orientation)
     if not series:
+        _refuse_image_tree(root, not_dicom)
         raise InputError(f"no DICOM image series found in folder {root}"
                          + (f" ({'; '.join(notes)})" if notes else ""))
     series.sort(key=lambda s: (-len(s.files), s.number if s.number is not None else 1 << 31, s.uid))
@@ -215,6 +216,20 @@ def _group(by_series: Dict[str, List[List[tuple]]]) -> Tuple[List[Series], List[
         if skipped:
             other.append((s, skipped))
     return series, other
+
+
+def _refuse_image_tree(root: Path, not_dicom: List[Path]) -> None:
+    """A folder with image files (NIfTI, NRRD, ...) in subfolders only, such as an nnU-Net
+    dataset's root, is not a DICOM export: say which subfolder holds the images."""
+    from .files import image_suffix
+
+    holders = sorted({p.parent for p in not_dicom if image_suffix(p) and p.parent != root})
+    if not holders:
+        return
+    scans = [d for d in holders if not d.name.lower().startswith("labels")] or holders
+    scans.sort(key=lambda d: (not d.name.lower().startswith("images"), len(d.parts), str(d)))
+    guesses = " or ".join(f"{d}{os.sep}" for d in scans[:2])
+    raise InputError(f"no images in {root}; did you mean {guesses}?")
 
 
 def _patient(header: Dict[str, str]) -> str:
