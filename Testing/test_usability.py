@@ -173,3 +173,41 @@ def test_training_history_and_run_record_agree_and_no_bar_in_a_log(tmp_path, cap
         "best_epoch"] == 2
     err = capfd.readouterr().err
     assert "it/s" not in err and "fold 0 epoch 0:" not in err
+
+
+# ----------------------------------------------------------------------------------------------
+# QC report window
+
+
+@pytest.mark.parametrize("view, window", [("femurs", [63, 137, 83, 217]),
+                                          ("full", [0, 200, 0, 300])])
+def test_report_tiles_crop_to_the_femurs_or_show_the_field_of_view(tmp_path, view, window):
+    """A 270 x 180 mm coronal field of view with two 'femurs' in the middle: by default every
+    tile shows their bounding box plus 15 mm (17 voxels of 0.9 mm), --report-view full the
+    whole field of view."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from FemurSegLib import images, montage
+    from FemurSegLib.segments import femur_segments
+
+    array = np.zeros((10, 200, 300), np.uint8)  # [k, j, i] of a LIP grid: rows S-I, columns R-L
+    array[3:7, 80:120, 100:130] = 1
+    array[3:7, 80:120, 170:200] = 2
+    labels = sitk.GetImageFromArray(array)
+    labels.SetSpacing((0.9, 0.9, 5.2))
+    labels.SetDirection((1, 0, 0, 0, 0, -1, 0, 1, 0))  # i -> L, j -> I, k -> P
+    grey = images.array_to_image((200 + 400 * (array > 0)).astype(np.int16), labels)
+    report = montage.write_report(grey, labels, femur_segments(True), tmp_path / view,
+                                  view=view)
+    assert report["montage"]["view"] == view
+    assert report["montage"]["window_rows_columns"] == window
+    rows, cols = window[1] - window[0], window[3] - window[2]
+    tile_w, tile_h = report["montage"]["tile_pixels"]
+    assert tile_w / tile_h == pytest.approx(cols / rows, rel=0.02)
+    # on the command line
+    args = build_parser().parse_args(["segment", "x.nii.gz", "-o", "y.nii.gz", "--report", "r",
+                                      "--report-view", view])
+    assert args.report_view == view
+    assert build_parser().parse_args(["segment", "x.nii.gz", "-o", "y.nii.gz"]).report_view \
+        == "femurs"

@@ -185,7 +185,7 @@ def _segment_one(args, segmenter, plan, series=None) -> bool:
         if plan.report_dir is not None:
             staging.write_folder(plan.report_dir, lambda tmp: montage.write_report(
                 image, result.labelmap, result.segments, tmp, title=src.name,
-                reference=reference))
+                reference=reference, view=args.report_view))
         written = staging.commit()
     arr = sitk.GetArrayViewFromImage(result.labelmap)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
@@ -499,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="surface smoothing in voxels (0 = none; default 0.5)")
     s.add_argument("--report", metavar="DIR", help="write a PNG montage (every slice with femur) "
                    "and the segment volumes")
+    s.add_argument("--report-view", choices=["femurs", "full"], default="femurs",
+                   help="what each report tile shows: the femurs' bounding box plus 15 mm, the "
+                        "same in every tile (default), or the full field of view")
     s.add_argument("--reference", metavar="MASK|DIR", help="reference label map drawn as an "
                    "outline in the report (several inputs: a folder, paired by case name)")
     s.add_argument("--reference-label", type=int, default=1, metavar="N",
