@@ -489,3 +489,10 @@ def test_real_series_segmented_to_a_valid_dicom_seg(tmp_path):
     from FemurSegLib.metrics import dice
 
     assert dice(decoded > 0, sitk.GetArrayFromImage(mask) == 1) > 0.85
+
+
+@pytest.mark.parametrize("name, patient_id, shown", [
+    ("Phantom^Hip", "PH01", "PH01 (Phantom Hip)"), ("C3N-00858", "C3N-00858", "C3N-00858"),
+    ("", "PH01", "PH01"), ("Doe^Jane", "", "(Doe Jane)"), ("", "", "")])
+def test_patient_column_of_the_series_list(name, patient_id, shown):
+    assert dicom._patient({"patient_name": name, "patient_id": patient_id}) == shown

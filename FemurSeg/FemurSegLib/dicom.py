@@ -233,8 +233,11 @@ def _refuse_image_tree(root: Path, not_dicom: List[Path]) -> None:
 
 
 def _patient(header: Dict[str, str]) -> str:
-    """``ID name`` as the headers give them (the name's ``^`` separators as spaces)."""
+    """``ID (name)`` as the headers give them (the name's ``^`` separators as spaces; once when
+    an anonymised export gives the same for both)."""
     name = " ".join(part for part in header["patient_name"].split("^") if part.strip())
+    if name == header["patient_id"]:
+        name = ""
     return " ".join(v for v in (header["patient_id"], f"({name})" if name else "") if v)
 
 
