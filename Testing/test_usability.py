@@ -147,6 +147,7 @@ def test_models_command_says_what_to_pass(two_installed, capsys):
 # training output
 
 
+@pytest.mark.slow  # a cross-validation fold of three epochs
 def test_training_history_and_run_record_agree_and_no_bar_in_a_log(tmp_path, capfd):
     """With "select": "last" best.pt holds the last epoch: history.csv says so as run.json does
     (min_delta 1: early stopping's best stays epoch 0). stderr is not a terminal here: no
