@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from FemurSegLib.commandline import LowerCaseLevels, VersionAction, global_options
 from FemurSegLib.commandline import Parser as _Parser
 from FemurSegLib.commandline import run
 from FemurSegLib.errors import FemurSegError
@@ -153,7 +154,8 @@ def cmd_table(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="femurseg-train", description="Train FemurSeg models (Deniz et al. 2018).")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--version", action=VersionAction, text=_version_text)
+    global_options(p, "--debug")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(s):
@@ -172,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "its epochs after the first one (at most the config's max_epochs)")
         s.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's "
                        "choice; 1 lets two runs share two cores)")
-        s.add_argument("--quiet", action="store_true")
+        s.add_argument("--quiet", action="store_true", help="no progress bars")
 
     f = sub.add_parser("fit", help="train one fold")
     common(f)
@@ -187,22 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="fingerprint a dataset and write an editable plan")
     pl.add_argument("dataset", help="dataset folder in nnU-Net raw layout")
-    pl.add_argument("-o", "--output", required=True, metavar="PLAN.json")
+    pl.add_argument("-o", "--output", required=True, metavar="PLAN.json", help="the plan file "
+                    "to write")
     pl.add_argument("--foreground-label", default=None,
                     help="label name or value of the foreground (default: 'femur')")
     pl.add_argument("--levels", type=int, default=5, help="plan pooling for up to this many "
                     "network levels (default 5)")
     pl.add_argument("--patch-voxels", type=int, default=16 * 160 * 160,
                     help="voxel budget of a training patch (default 409600)")
-    pl.add_argument("--overwrite", action="store_true")
+    pl.add_argument("--overwrite", action="store_true", help="replace an existing plan file")
     pl.set_defaults(func=cmd_plan)
 
     def scoring(s):
         """What the commands that score a run's folds share."""
-        s.add_argument("run_dir", metavar="RUN_DIR")
+        s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of femurseg-train cv")
         s.add_argument("--data", help="dataset folder (default: the one the run trained on)")
         s.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps")
-        s.add_argument("--quiet", action="store_true")
+        s.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = sub.add_parser("evaluate", help="cross-validated metrics, Table 2, ROC/PR and box plots")
     scoring(e)
@@ -216,13 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_robustness)
 
     x = sub.add_parser("export", help="write a model folder with all folds as an ensemble")
-    x.add_argument("run_dir", metavar="RUN_DIR")
-    x.add_argument("model_dir", metavar="MODEL_DIR")
-    x.add_argument("--name", help="model name (default: the config name)")
-    x.add_argument("--version", default="1.0.0")
+    x.add_argument("run_dir", metavar="RUN_DIR", help="an evaluated cross-validation run "
+                   "(femurseg-train cv, then evaluate), or a run of one network on all cases "
+                   "(fit --fold all) with --cv-run")
+    x.add_argument("model_dir", metavar="MODEL_DIR", help="the model folder to write (model.json, "
+                   "fold_K.pt, fold_K.onnx); under $FEMURSEG_MODELS (default ~/.femurseg/models) "
+                   "`femurseg segment --model` finds it by its name or its folder name")
+    x.add_argument("--name", help="model name on the card, listed by `femurseg models` (default: "
+                   "the config name)")
+    x.add_argument("--version", default="1.0.0", help="model version on the card (default "
+                   "1.0.0; femurseg-train --version prints the program's version)")
     x.add_argument("--half", action="store_true", help="store float16 PyTorch weights")
-    x.add_argument("--license", default="Apache-2.0")
-    x.add_argument("--overwrite", action="store_true")
+    x.add_argument("--license", default="Apache-2.0", help="licence of the model on the card "
+                   "(an SPDX identifier; default Apache-2.0)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR (only "
+                   "once the new folder is complete and its ONNX graphs are checked)")
     x.add_argument("--cv-run", metavar="CV_RUN_DIR",
                    help="for a run of one network trained on all cases (fit --fold all): the "
                    "evaluated cross-validation of the same recipe whose metrics and threshold "
@@ -240,14 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_unpack)
 
     t = sub.add_parser("table", help="combine evaluated runs into one Table 2 with figures")
-    t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    t.add_argument("-o", "--output", required=True, metavar="DIR")
+    t.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="evaluated run folders")
+    t.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for table.md, "
+                   "table.csv and the figures")
     t.add_argument("--threshold", choices=["pr", "0.5"], default="pr",
                    help="PR-optimal threshold of each run (default) or 0.5")
     t.add_argument("--pp", choices=["both", "none"], default=None,
                    help="rows with/without PP (default as the paper: PP rows for 2D only)")
     t.set_defaults(func=cmd_table)
+    for command in sub.choices.values():  # also after the command: femurseg-train cv ... --debug
+        global_options(command, "--debug", top=False)
     return p
+
+
+def _version_text() -> str:
+    from FemurSegLib import __version__
+
+    return f"femurseg-train {__version__}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -258,7 +278,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from FemurSegLib.engines import pick_torch_device
 
         args.device = pick_torch_device("auto")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(LowerCaseLevels(clock=True))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 reports
         logging.getLogger().setLevel(logging.WARNING)
     return run(args.func, args, interrupted="interrupted (resume with --resume)")

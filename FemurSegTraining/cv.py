@@ -17,6 +17,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -99,10 +100,13 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
            cache_dir: Optional[Path] = None, command: Optional[str] = None,
            time_budget: Optional[float] = None) -> dict:
     """Train ``folds`` (all by default) one after the other; ``time_budget`` (seconds, all
-    folds together) is shared out equally (see :func:`.train.fit`)."""
+    folds together, counted from this call) is shared out as it goes: each fold gets an equal
+    share of what is left when it starts (see :func:`.train.fit`), so the time spent preparing
+    the data and a fold that passed its share are taken from the folds after it."""
     from .distributed import barrier, world
     from .train import ALL_CASES, fit
 
+    started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     main = world()[0] == 0
@@ -132,7 +136,7 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
         log.warning("num_workers is ignored: patches are sampled in the training process, "
                     "which keeps a resumed run identical to an uninterrupted one")
     todo = folds if folds is not None else list(range(len(splits)))
-    for k in todo:
+    for i, k in enumerate(todo):
         if k == ALL_CASES:  # one network on every case, nothing held out
             split = {"train": sorted(cases), "val": []}
         elif not 0 <= int(k) < len(splits):
@@ -144,7 +148,8 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
         result = fit(cfg, k, [cases[n] for n in split["train"]], [cases[n] for n in split["val"]],
                      run_dir, resume=resume, max_epochs=max_epochs, device=device,
                      progress=progress,
-                     time_budget=None if time_budget is None else time_budget / len(todo))
+                     time_budget=None if time_budget is None else max(
+                         0.0, time_budget - (time.perf_counter() - started)) / (len(todo) - i))
         if not main:
             continue
         run = read_run(run_dir)

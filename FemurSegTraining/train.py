@@ -228,7 +228,9 @@ def fit(cfg: dict, fold: Union[int, str], train_cases: List[Preprocessed], val_c
         iterator = range(steps)
         if progress and main:
             from tqdm import tqdm
-            iterator = tqdm(iterator, desc=f"fold {fold} epoch {epoch}", leave=False)
+            # disable=None: a bar only on a terminal; a log file gets the epoch lines alone
+            iterator = tqdm(iterator, desc=f"fold {fold} epoch {epoch}", leave=False,
+                            disable=None)
         for _ in iterator:
             xs, ys = [], []
             for _b in range(bs):
@@ -264,23 +266,21 @@ def fit(cfg: dict, fold: Union[int, str], train_cases: List[Preprocessed], val_c
                 optimizer.step()
             losses.append(float(loss.detach()))
         mean_loss = distributed.mean_over_ranks(float(np.mean(losses)))
-        if time_budget is not None and planned is None:
-            # the first epoch's training time, plus a tenth for validation and checkpoints
-            per_epoch = 1.1 * (time.perf_counter() - t0)
-            planned = int(distributed.broadcast(
-                max(epoch + 1, min(int(cfg["max_epochs"]), int(time_budget // per_epoch)))))
+        stop, planning = False, time_budget is not None and planned is None
+        if main:
+            stop, elapsed, planned = _end_epoch(
+                net, cfg, val_cases, device, stopper, history, epoch, mean_loss,
+                time.perf_counter() - t0, fold, fold_dir, optimizer, ckpt_path, elapsed, scaler,
+                planned, time_budget)
+        if planning:  # rank 0 planned from its measured epoch (training and validation)
+            planned = int(distributed.broadcast(planned))
             cfg = {**cfg, "max_epochs": planned}
             cap = min(cap, planned)
             if main:
-                log.info("fold %s: %d epoch(s) fit into the time budget of %.0f s", fold,
-                         planned, time_budget)
-        stop = False
-        if main:
-            stop, elapsed = _end_epoch(net, cfg, val_cases, device, stopper, history, epoch,
-                                       mean_loss, time.perf_counter() - t0, fold, fold_dir,
-                                       optimizer, ckpt_path, elapsed, scaler, planned)
-            if on_epoch:
-                on_epoch(history[-1])
+                log.info("fold %s: %d epoch(s) of %.0f s fit into the time budget of %.0f s",
+                         fold, planned, history[-1]["seconds"], time_budget)
+        if main and on_epoch:
+            on_epoch(history[-1])
         stop = bool(distributed.broadcast(stop))
         if stop:
             stopped = True
@@ -292,14 +292,25 @@ def fit(cfg: dict, fold: Union[int, str], train_cases: List[Preprocessed], val_c
                      history)
 
 
+def plan_epochs(time_budget: float, epoch_seconds: float, max_epochs: int, done: int = 1) -> int:
+    """The epochs of a fold with ``time_budget`` seconds whose epoch (training, validation)
+    took ``epoch_seconds``: as many as fit (at most ``max_epochs``), and never fewer than the
+    ``done`` epochs already run, so a plan passes the budget by less than one epoch."""
+    fit_in = int(time_budget // epoch_seconds) if epoch_seconds > 0 else int(max_epochs)
+    return max(int(done), min(int(max_epochs), fit_in))
+
+
 def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: List[dict],
                epoch: int, mean_loss: float, train_seconds: float, fold: int, fold_dir: Path,
                optimizer, ckpt_path: Path, elapsed: float, scaler=None,
-               planned: Optional[int] = None) -> Tuple[bool, float]:
+               planned: Optional[int] = None, time_budget: Optional[float] = None
+               ) -> Tuple[bool, float, Optional[int]]:
     """Validate (DSC at 0.5 on the network grid, mean over validation cases), update early
-    stopping, write best.pt / checkpoint.pt / history.csv and log one line.
+    stopping, write best.pt / checkpoint.pt / history.csv and log one line. With a
+    ``time_budget`` and no plan yet, the epochs are planned from this epoch's measured time
+    (:func:`plan_epochs`) and the plan goes into this checkpoint.
 
-    Returns (stop, total seconds of the fold so far)."""
+    Returns (stop, total seconds of the fold so far, planned epochs)."""
     t0 = time.perf_counter()
     dscs = []
     for case in val_cases:
@@ -322,19 +333,26 @@ def _end_epoch(net, cfg, val_cases, device, stopper: EarlyStopping, history: Lis
              "epoch": epoch, "seconds": elapsed, "finished": bool(stop)}
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if time_budget is not None and planned is None:
+        planned = plan_epochs(time_budget, seconds, int(cfg["max_epochs"]), epoch + 1)
     if planned is not None:
         state["planned_epochs"] = int(planned)
     _atomic_save(state, ckpt_path)
-    _write_history(history, fold_dir / "history.csv")
+    _write_history(history, fold_dir / "history.csv", cfg.get("select", "best"))
     log.info("fold %s epoch %3d  lr %.1e  loss %.4f  val DSC %.4f  %.0f s%s", fold, epoch,
              optimizer.param_groups[0]["lr"], row["loss"], val, seconds,
              "  (best)" if stopper.best_epoch == epoch else "")
-    return bool(stop), elapsed
+    return bool(stop), elapsed, planned
 
 
-def _write_history(history: List[dict], path: Path) -> None:
+def _write_history(history: List[dict], path: Path, select: str = "best") -> None:
+    """``history.csv``; its ``best_epoch`` is the epoch whose weights ``best.pt`` held after each
+    epoch, as ``run.json`` reports it: with ``"select": "last"`` that epoch itself (the
+    checkpoint's history keeps early stopping's best epoch)."""
+    rows = [{**row, "best_epoch": row["epoch"]} for row in history] if select == "last" \
+        else history
     with files.atomic_path(path, overwrite=True) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(history[0]))
             w.writeheader()
-            w.writerows(history)
+            w.writerows(rows)

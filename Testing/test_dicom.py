@@ -136,6 +136,10 @@ def test_unknown_and_ambiguous_series_are_refused(tree, tmp_path):
                     description="first", slices=range(3))
     write_mr_series(tree["image"], twin / "b", series_uid="1.2.826.0.1.3680043.8.498.21", number=5,
                     description="second", slices=range(2))
+    listed = dicom.series_table(dicom.find_series(twin)).splitlines()
+    assert [line.split()[-3:] for line in listed[2:4]] == [
+        ["2026-01-01", "a/", "1.2.826.0.1.3680043.8.498.20"],
+        ["2026-01-01", "b/", "1.2.826.0.1.3680043.8.498.21"]]
     with pytest.raises(InputError) as err:
         dicom.choose_series(dicom.find_series(twin), "5")
     assert str(err.value) == (f'series number 5 is ambiguous in {twin}: series 5 "first" (UID '
@@ -173,9 +177,12 @@ def test_dicom_series_command_lists_number_description_size_orientation(tree, ca
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{tree['root']}: 3 image series"
     assert lines[1].split() == ["number", "size", "(i", "x", "j", "x", "k)", "orientation",
-                                "modality", "description", "series", "UID"]
+                                "modality", "description", "patient", "study", "date", "folder",
+                                "series", "UID"]
     assert lines[2].split()[:7] == ["3", "96", "x", "96", "x", "14", "coronal"]
-    assert lines[2].endswith(f"MR        t1 cor        {MAIN_UID}")
+    # patient, study date and folder tell apart series that share a number (issue 22)
+    assert lines[2].split()[-9:] == ["MR", "t1", "cor", "PH01", "(Phantom", "Hip)",
+                                     "2026-01-01", "study/S3/", MAIN_UID]
     assert "deg oblique" in lines[2]
     assert lines[4].split()[:8] == ["1", "32", "x", "32", "x", "2", "axial", "LPS"]
     assert [ln.split(":")[0] for ln in lines[5:]] == ["  note"] * 3
@@ -482,3 +489,10 @@ def test_real_series_segmented_to_a_valid_dicom_seg(tmp_path):
     from FemurSegLib.metrics import dice
 
     assert dice(decoded > 0, sitk.GetArrayFromImage(mask) == 1) > 0.85
+
+
+@pytest.mark.parametrize("name, patient_id, shown", [
+    ("Phantom^Hip", "PH01", "PH01 (Phantom Hip)"), ("C3N-00858", "C3N-00858", "C3N-00858"),
+    ("", "PH01", "PH01"), ("Doe^Jane", "", "(Doe Jane)"), ("", "", "")])
+def test_patient_column_of_the_series_list(name, patient_id, shown):
+    assert dicom._patient({"patient_name": name, "patient_id": patient_id}) == shown

@@ -25,7 +25,8 @@ SUFFIXES = ".seg.nrrd, .nii.gz, .nii, .nrrd, .mha, .dcm"
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     shape = (8, 32, 28)
-    arr = blob(shape, centre=[4, 16, 8], radius=(2, 8, 5)).astype(float) * 800 + 100
+    noise = np.random.default_rng(0).normal(0, 10, shape)  # grey values, not a label map
+    arr = blob(shape, centre=[4, 16, 8], radius=(2, 8, 5)).astype(float) * 800 + 100 + noise
     img = oblique_image(arr.astype(np.int16), spacing=(1.8, 1.8, 5.2))
     path = tmp_path_factory.mktemp("scan") / "hip01_0000.nii.gz"
     sitk.WriteImage(img, str(path))

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .commandline import LowerCaseLevels, VersionAction, global_options
 from .commandline import Parser as _Parser
 from .commandline import run
 from .errors import InputError
@@ -184,7 +185,7 @@ def _segment_one(args, segmenter, plan, series=None) -> bool:
         if plan.report_dir is not None:
             staging.write_folder(plan.report_dir, lambda tmp: montage.write_report(
                 image, result.labelmap, result.segments, tmp, title=src.name,
-                reference=reference))
+                reference=reference, view=args.report_view))
         written = staging.commit()
     arr = sitk.GetArrayViewFromImage(result.labelmap)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
@@ -243,9 +244,11 @@ def _read_input(src: Path, series):
     from . import dicom, images
 
     if series is None:
-        return images.read_image(src, what="input image")
-    image = dicom.read_series(series)
-    images.validate_image(image, what=f"input image {src.name} ({series.name})")
+        image = images.read_image(src, what="input image")
+    else:
+        image = dicom.read_series(series)
+        images.validate_image(image, what=f"input image {src.name} ({series.name})")
+    images.refuse_label_map(image, src)
     return image
 
 
@@ -261,7 +264,8 @@ def cmd_dicom_series(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .modelfolder import bundled_models_dir, describe, installed_models_dir, list_models
+    from .modelfolder import (bundled_models_dir, describe, installed_models_dir, list_models,
+                              model_choices)
 
     models = list_models()
     if args.json:
@@ -275,6 +279,7 @@ def cmd_models(args) -> int:
     for m in models:
         print(f"[{m.source}] {m.path}")
         print(describe(m.card))
+        print("  use: " + " or ".join(f"--model {c}" for c in model_choices(m)))
         print()
     return 0
 
@@ -443,13 +448,25 @@ def cmd_phantom(args) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def version_text() -> str:
+    """``femurseg VERSION`` and the default model (name, version, folder) or that it is missing."""
     from . import __version__
+    from .errors import ModelError
+    from .modelfolder import DEFAULT_MODEL, find_model, read_card
 
+    try:
+        folder = find_model(None)
+        card = read_card(folder)
+    except ModelError:
+        return f"femurseg {__version__}\ndefault model: {DEFAULT_MODEL} (not installed)"
+    return (f"femurseg {__version__}\ndefault model: {card['name']} "
+            f"{card.get('version', '')} ({folder})")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="femurseg", description="Segment the proximal femur in hip MR images.")
-    p.add_argument("--version", action="version", version=f"femurseg {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    p.add_argument("--verbose", action="store_true", help="log details")
+    p.add_argument("--version", action=VersionAction, text=version_text)
+    global_options(p, "--debug", "--verbose")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("segment", help="segment one or more MR volumes")
@@ -462,9 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(hip01_0000.nii.gz -> hip01.seg.nrrd)")
     s.add_argument("--format", choices=list(MAIN_WRITERS), help="file type written into an "
                    "output folder (default .seg.nrrd)")
-    s.add_argument("--model", metavar="NAME|DIR", help="model name or folder (default: the "
-                   "bundled default model)")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--model", metavar="NAME|DIR", help="a model's name (as `femurseg models` "
+                   "lists it) or the name of its folder, installed or bundled, or the path of "
+                   "a model folder (default: the bundled default model)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the network runs: auto (a CUDA GPU when usable, else the CPU), "
+                        "cpu, cuda, or mps (Apple GPU, through the PyTorch engine)")
     s.add_argument("--engine", default="auto", choices=["auto", "onnx", "torch"],
                    help="ONNX Runtime (default) or the PyTorch fallback")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
@@ -479,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="surface smoothing in voxels (0 = none; default 0.5)")
     s.add_argument("--report", metavar="DIR", help="write a PNG montage (every slice with femur) "
                    "and the segment volumes")
+    s.add_argument("--report-view", choices=["femurs", "full"], default="femurs",
+                   help="what each report tile shows: the femurs' bounding box plus 15 mm, the "
+                        "same in every tile (default), or the full field of view")
     s.add_argument("--reference", metavar="MASK|DIR", help="reference label map drawn as an "
                    "outline in the report (several inputs: a folder, paired by case name)")
     s.add_argument("--reference-label", type=int, default=1, metavar="N",
@@ -501,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_segment)
 
     d = sub.add_parser("dicom-series", help="list the DICOM image series under a folder")
-    d.add_argument("folder", metavar="DIR")
+    d.add_argument("folder", metavar="DIR", help="a folder searched with its subfolders (a "
+                   "study or archive export)")
     d.set_defaults(func=cmd_dicom_series)
 
     m = sub.add_parser("models", help="list installed and bundled models with their cards")
@@ -519,24 +543,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
     e.add_argument("--csv", metavar="OUT", help="also write the metrics as CSV (one row per "
                    "case and femur)")
-    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
     e.set_defaults(func=cmd_evaluate)
 
     ph = sub.add_parser("phantom", help="write a synthetic hip MR phantom")
-    ph.add_argument("output", metavar="OUT")
+    ph.add_argument("output", metavar="OUT", help="the image file to write (.nii.gz, .nii, "
+                    ".nrrd, .mha)")
     ph.add_argument("--labels", metavar="OUT", help="also write its ground-truth label map")
-    ph.add_argument("--seed", type=int, default=0)
-    ph.add_argument("--overwrite", action="store_true")
-    ph.add_argument("--quiet", action="store_true")
+    ph.add_argument("--seed", type=int, default=0, help="anatomy and noise of the phantom "
+                    "(default 0, the one of make demo)")
+    ph.add_argument("--overwrite", action="store_true", help="replace existing files")
+    ph.add_argument("--quiet", action="store_true", help="print nothing but errors")
     ph.set_defaults(func=cmd_phantom)
+    for command in sub.choices.values():  # also after the command: femurseg segment ... --verbose
+        global_options(command, "--debug", "--verbose", top=False)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(LowerCaseLevels())
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s: %(message)s")
+                        handlers=[handler])
     return run(args.func, args)
 
 

@@ -9,6 +9,7 @@ traceback only with ``--debug``); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Callable
@@ -22,6 +23,48 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
+
+
+class VersionAction(argparse.Action):
+    """``--version`` that prints ``text()``, computed only when asked for (it may read files)."""
+
+    def __init__(self, option_strings, dest, text: Callable[[], str], **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and exit", **kwargs)
+        self.text = text
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(self.text())
+        parser.exit()
+
+
+def global_options(parser: argparse.ArgumentParser, *names: str, top: bool = True) -> None:
+    """``--debug`` (tracebacks of internal errors) and ``--verbose`` (log details), wherever they
+    are given: before the command (``top``, defaults False) and after it (each command's parser,
+    ``top=False``: no default, so the value given before the command stays)."""
+    helps = {"--debug": "show tracebacks of internal errors", "--verbose": "log details"}
+    for name in names:
+        if top:
+            parser.add_argument(name, action="store_true", help=helps[name])
+        else:
+            parser.add_argument(name, action="store_true", default=argparse.SUPPRESS,
+                                help=helps[name])
+
+
+class LowerCaseLevels(logging.Formatter):
+    """``warning: message``, ``info: message``: the one style of the command lines' messages.
+    ``clock``: each line starts with the time (``HH:MM:SS``) and info lines carry no level
+    (the training log: one line per epoch)."""
+
+    def __init__(self, clock: bool = False):
+        super().__init__(datefmt="%H:%M:%S")
+        self.clock = clock
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if self.clock and record.levelno == logging.INFO else \
+            f"{record.levelname.lower()}: "
+        line = level + record.getMessage()
+        return f"{self.formatTime(record, self.datefmt)} {line}" if self.clock else line
 
 
 def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, *,

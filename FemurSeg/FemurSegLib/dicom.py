@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -46,7 +47,8 @@ GAP_TOLERANCE = 0.01
 _TAGS = {"sop_class": "0008|0016", "sop_instance": "0008|0018", "modality": "0008|0060",
          "description": "0008|103e", "study": "0020|000d", "series": "0020|000e",
          "number": "0020|0011", "position": "0020|0032", "orientation": "0020|0037",
-         "frame_of_reference": "0020|0052", "frames": "0028|0008"}
+         "frame_of_reference": "0020|0052", "frames": "0028|0008",
+         "patient_name": "0010|0010", "patient_id": "0010|0020", "study_date": "0008|0020"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Series:
     files: Tuple[Path, ...]                     # ascending along the slice normal
     sop_instance_uids: Tuple[str, ...]          # of ``files``, same order
     positions: Tuple[Tuple[float, float, float], ...]  # Image Position (Patient) of ``files``
+    patient: str = ""                           # Patient ID and Patient's Name
+    study_date: str = ""                        # Study Date, YYYY-MM-DD
 
     @property
     def name(self) -> str:
@@ -179,6 +183,7 @@ def find_series(folder: PathLike) -> Scan:
     series, other_orientation = _group(groups)
     notes = _notes(root, not_dicom, objects, multiframe, other_orientation)
     if not series:
+        _refuse_image_tree(root, not_dicom)
         raise InputError(f"no DICOM image series found in folder {root}"
                          + (f" ({'; '.join(notes)})" if notes else ""))
     series.sort(key=lambda s: (-len(s.files), s.number if s.number is not None else 1 << 31, s.uid))
@@ -204,12 +209,49 @@ def _group(by_series: Dict[str, List[List[tuple]]]) -> Tuple[List[Series], List[
                    columns=int(first["size"][0]), rows=int(first["size"][1]),
                    files=tuple(m[0] for m in members),
                    sop_instance_uids=tuple(m[1]["sop_instance"] for m in members),
-                   positions=tuple(m[1]["_position"] for m in members))
+                   positions=tuple(m[1]["_position"] for m in members),
+                   patient=_patient(first), study_date=_date(first["study_date"]))
         series.append(s)
         skipped = sum(len(g) for g in groups[1:])
         if skipped:
             other.append((s, skipped))
     return series, other
+
+
+def _refuse_image_tree(root: Path, not_dicom: List[Path]) -> None:
+    """A folder with image files (NIfTI, NRRD, ...) in subfolders only, such as an nnU-Net
+    dataset's root, is not a DICOM export: say which subfolder holds the images."""
+    from .files import image_suffix
+
+    holders = sorted({p.parent for p in not_dicom if image_suffix(p) and p.parent != root})
+    if not holders:
+        return
+    scans = [d for d in holders if not d.name.lower().startswith("labels")] or holders
+    scans.sort(key=lambda d: (not d.name.lower().startswith("images"), len(d.parts), str(d)))
+    guesses = " or ".join(f"{d}{os.sep}" for d in scans[:2])
+    raise InputError(f"no images in {root}; did you mean {guesses}?")
+
+
+def _patient(header: Dict[str, str]) -> str:
+    """``ID (name)`` as the headers give them (the name's ``^`` separators as spaces; once when
+    an anonymised export gives the same for both)."""
+    name = " ".join(part for part in header["patient_name"].split("^") if part.strip())
+    if name == header["patient_id"]:
+        name = ""
+    return " ".join(v for v in (header["patient_id"], f"({name})" if name else "") if v)
+
+
+def _date(value: str) -> str:
+    value = value.strip()
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() \
+        else value
+
+
+def _folder(scan_root: Path, series: Series) -> str:
+    """The folder that holds the series' files, relative to the scanned folder."""
+    common = Path(os.path.commonpath([str(p.parent) for p in series.files]))
+    rel = common.relative_to(scan_root).as_posix() if common != scan_root else "."
+    return rel + "/" if rel != "." else "./"
 
 
 def _notes(root: Path, not_dicom, objects, multiframe, other_orientation) -> List[str]:
@@ -267,9 +309,11 @@ def choose_series(scan: Scan, selector: Optional[str] = None) -> Series:
 
 def series_table(scan: Scan) -> str:
     """The series of ``scan`` as a text table, with the notes on what was skipped."""
-    header = ("number", "size (i x j x k)", "orientation", "modality", "description", "series UID")
+    header = ("number", "size (i x j x k)", "orientation", "modality", "description",
+              "patient", "study date", "folder", "series UID")
     rows = [(("-" if s.number is None else str(s.number)), " x ".join(str(n) for n in s.size),
-             s.orientation_text(), s.modality or "-", s.description or "-", s.uid)
+             s.orientation_text(), s.modality or "-", s.description or "-", s.patient or "-",
+             s.study_date or "-", _folder(scan.folder, s), s.uid)
             for s in scan.series]
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     lines = [f"{scan.folder}: {_count(len(scan.series), 'image series', 'image series')}"]

@@ -20,6 +20,7 @@ from .errors import InputError, OutputError, OutputExistsError, itk_message
 # the file-name helpers live in files; images re-exports them for its callers
 from .files import (IMAGE_SUFFIXES, PathLike, _umask, atomic_path, case_name,  # noqa: F401
                     check_writable, image_suffix, strip_image_suffix)
+from .truncation import missing_data
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,10 @@ def read_image(path: PathLike, *, what: str = "image", check_finite: bool = True
     """Read a 3D scalar image (NIfTI, NRRD, MHA/MHD, or a DICOM series given as a directory).
 
     Raises :class:`InputError` with a one-line message for anything that is not a non-empty,
-    finite, 3D scalar image.
+    finite, 3D scalar image, and ``WHAT PATH is truncated or corrupt: reason`` for a file whose
+    voxel data end early (a cut ``.nii.gz`` stream, a ``.nii``/``.nrrd``/``.mha`` shorter than its
+    header describes, a missing detached data file): checked before SimpleITK reads the data,
+    which would fill the gap with zeros.
     """
     p = Path(path)
     if not p.exists():
@@ -49,12 +53,31 @@ def read_image(path: PathLike, *, what: str = "image", check_finite: bool = True
         if p.stat().st_size == 0:
             raise InputError(f"{what} file is empty: {p}")
         try:
+            reason = missing_data(p)
+        except OSError as exc:
+            raise InputError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+        if reason:
+            raise InputError(f"{what} {p} is truncated or corrupt: {reason}")
+        try:
             image = sitk.ReadImage(str(p))
         except RuntimeError as exc:
+            if _header_readable(p):  # the header is fine, the voxel data are not
+                raise InputError(f"{what} {p} is truncated or corrupt: "
+                                 f"{itk_message(exc)}") from None
             raise InputError(f"cannot read {what} {p}: {itk_message(exc)}") from None
     validate_image(image, what=f"{what} {p.name}", check_finite=check_finite,
                    allow_constant=allow_constant)
     return image
+
+
+def _header_readable(path: Path) -> bool:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return False
+    return True
 
 
 def validate_image(image: sitk.Image, *, what: str = "image", check_finite: bool = True,
@@ -86,6 +109,45 @@ def validate_image(image: sitk.Image, *, what: str = "image", check_finite: bool
             lo, hi = np.nanmin(arr), np.nanmax(arr)
             if lo == hi:
                 raise InputError(f"{what} is blank: every voxel has the value {lo}")
+
+
+#: an image whose voxels take at most this many distinct whole-number values is a label map or
+#: a mask, not an MR scan (a scan has hundreds of grey values)
+LABEL_MAP_MAX_VALUES = 16
+
+
+def label_map_values(image: sitk.Image) -> Optional[np.ndarray]:
+    """The distinct voxel values of ``image`` when it looks like a label map or mask (at most
+    :data:`LABEL_MAP_MAX_VALUES` whole numbers), else None. A scan is told apart on a sample of
+    its voxels, so this costs little."""
+    arr = sitk.GetArrayViewFromImage(image).ravel()
+    if np.unique(arr[:: max(1, arr.size // 65536)]).size > LABEL_MAP_MAX_VALUES:
+        return None
+    values = np.unique(arr)
+    if values.size > LABEL_MAP_MAX_VALUES or not np.all(values == np.round(values)):
+        return None
+    return values
+
+
+def refuse_label_map(image: sitk.Image, path: PathLike, *, what: str = "input image") -> None:
+    """Raise :class:`InputError` when the image read from ``path`` looks like a label map, with
+    the matching image of an nnU-Net folder as the hint (``labelsTr/hip01.nii.gz`` ->
+    ``imagesTr/hip01_0000.nii.gz``) where there is one."""
+    values = label_map_values(image)
+    if values is None:
+        return
+    p = Path(path)
+    shown = f"{values.size} values, {values.min():g}-{values.max():g}" if values.size > 2 else \
+        "values " + " and ".join(f"{v:g}" for v in values)
+    hint = "pass the MR image, not a segmentation"
+    if p.parent.name.lower().startswith("labels"):
+        folder = p.parent.parent / ("images" + p.parent.name[len("labels"):])
+        matches = sorted(q for q in folder.glob(f"{case_name(p)}*") if q.is_file()
+                         and image_suffix(q) and case_name(q) == case_name(p)) \
+            if folder.is_dir() else []
+        if matches:
+            hint = f"pass the image, e.g. {folder / matches[0].name}"
+    raise InputError(f"{what} {p} looks like a label map ({shown}); {hint}")
 
 
 def read_label(path: PathLike, reference: Optional[sitk.Image] = None, *, what: str = "label map"

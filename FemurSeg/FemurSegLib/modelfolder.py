@@ -220,9 +220,8 @@ def installed_models_dir() -> Path:
     return Path(env) if env else Path.home() / ".femurseg" / "models"
 
 
-def list_models() -> List[ModelInfo]:
-    """Installed models first (they may override bundled ones of the same name), then bundled."""
-    seen = set()
+def _model_folders() -> List[ModelInfo]:
+    """Every readable model folder: installed ones first, then bundled, each sorted by name."""
     out = []
     for source, root in (("installed", installed_models_dir()), ("bundled", bundled_models_dir())):
         if not root.is_dir():
@@ -232,30 +231,50 @@ def list_models() -> List[ModelInfo]:
                 card = read_card(d)
             except ModelError:
                 continue
-            if card["name"] in seen:
-                continue
-            seen.add(card["name"])
             out.append(ModelInfo(name=str(card["name"]), path=d, card=card, source=source))
     return out
 
 
+def list_models() -> List[ModelInfo]:
+    """Installed models first (they may override bundled ones of the same name), then bundled."""
+    seen = set()
+    out = []
+    for info in _model_folders():
+        if info.name not in seen:
+            seen.add(info.name)
+            out.append(info)
+    return out
+
+
+def model_choices(info: ModelInfo) -> List[str]:
+    """What ``--model`` accepts for ``info``: its card's name, and its folder's name if other."""
+    return [info.name] + ([info.path.name] if info.path.name != info.name else [])
+
+
 def find_model(name_or_dir: Optional[str] = None) -> Path:
-    """A model folder from a path or a model name (default: :data:`DEFAULT_MODEL`)."""
-    if name_or_dir and (os.sep in name_or_dir or Path(name_or_dir).is_dir()):
+    """A model folder from ``--model``: the path of a model folder, or a NAME looked up among
+    the installed models (``$FEMURSEG_MODELS``), then the bundled ones, where the first folder
+    whose card is named NAME or which is itself named NAME is taken (default:
+    :data:`DEFAULT_MODEL`). Exported models are named by ``--name`` (default: the config's name)
+    and live in folders of any name: both names work."""
+    if name_or_dir and (os.sep in name_or_dir or "/" in name_or_dir or Path(name_or_dir).is_dir()):
         d = Path(name_or_dir)
         if not d.is_dir():
             raise ModelError(f"model folder not found: {d}")
         return d
     name = name_or_dir or DEFAULT_MODEL
-    for info in list_models():
-        if info.name == name or info.path.name == name:
+    folders = _model_folders()
+    for info in folders:
+        if name in (info.name, info.path.name):
             return info.path
-    names = [m.name for m in list_models()]
     if not name_or_dir:
         raise ModelError("no trained model is installed: the default model "
                          f"'{DEFAULT_MODEL}' is not bundled yet; pass --model DIR "
                          "(train one with femurseg-train)")
-    raise ModelError(f"unknown model '{name}' (available: {', '.join(names) or 'none'})")
+    accepted = "; ".join(f"{' or '.join(model_choices(info))} ({info.source})"
+                         for info in folders) or f"none in {installed_models_dir()}"
+    raise ModelError(f"unknown model '{name}': --model takes a model's name or its folder's name "
+                     f"({accepted}), or the path of a model folder")
 
 
 def describe(card: dict) -> str:

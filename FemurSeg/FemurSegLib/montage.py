@@ -74,11 +74,16 @@ TILE_PIXELS = (320, 1100)
 DPI = 100
 #: Outline colour of a reference mask (magenta: apart from the grey image and the femur colours).
 REFERENCE_COLOR = (1.0, 0.0, 1.0)
+#: What a tile shows: ``"femurs"`` the femurs' (and reference's) in-plane bounding box over all
+#: slices plus :data:`MARGIN_MM`, the same window in every tile; ``"full"`` the field of view.
+VIEWS = ("femurs", "full")
+MARGIN_MM = 15.0
 
 
 def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[SegmentSpec],
                  out_dir: PathLike, *, overwrite: bool = False, title: Optional[str] = None,
-                 n_slices: Optional[int] = None, reference: Optional[np.ndarray] = None) -> dict:
+                 n_slices: Optional[int] = None, reference: Optional[np.ndarray] = None,
+                 view: str = "femurs") -> dict:
     """Write ``out_dir/report.png`` (coronal montage) and ``out_dir/volumes.json``.
 
     The montage shows every coronal slice that holds the mask (or the ``reference``), up to
@@ -90,6 +95,9 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
     :data:`MIN_PIXELS_PER_VOXEL` pixels per voxel or more, in radiological orientation (patient
     right on the image left, superior at the top; R/L/S/I marked), with a legend of volumes.
     On an oblique grid the slices are the voxel planes nearest to coronal (not resampled).
+    ``view`` (:data:`VIEWS`): every tile is cropped to the femurs' bounding box plus
+    :data:`MARGIN_MM` (default; the whole field of view when nothing is segmented), or shows
+    the whole field of view (``"full"``).
 
     The JSON, also returned, holds the title, the voxel spacing and volume, for each segment its
     name, label value, voxel count and volume in mm3 and ml (mm3 / 1000), and under ``montage``
@@ -104,6 +112,8 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
         n_slices = MAX_SLICES
     if n_slices < 1:
         raise InputError(f"the report needs at least one slice, not {n_slices}")
+    if view not in VIEWS:
+        raise InputError(f"report view must be one of {', '.join(VIEWS)}, not {view!r}")
     if reference is not None:
         reference = np.asarray(reference, dtype=bool)
         if reference.shape != array.shape:
@@ -117,7 +127,7 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
               "spacing_mm": [float(s) for s in labelmap.GetSpacing()],
               "voxel_volume_mm3": float(np.prod(labelmap.GetSpacing())),
               "segments": segment_volumes(labelmap, segments)}
-    figure, layout = _montage(image, array, segments, report, n_slices, reference)
+    figure, layout = _montage(image, array, segments, report, n_slices, reference, view)
     report["montage"] = layout
     with files.atomic_path(png_path, overwrite) as tmp:
         figure.savefig(str(tmp), format="png", facecolor=figure.get_facecolor())
@@ -150,7 +160,8 @@ def tile_scale(width_mm: float, height_mm: float, voxel_mm: float) -> float:
 
 
 def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSpec],
-             report: dict, n_slices: int, reference: Optional[np.ndarray] = None):
+             report: dict, n_slices: int, reference: Optional[np.ndarray] = None,
+             view: str = "femurs"):
     """The report figure (a bare matplotlib Figure: rendered with Agg, no pyplot state) and its
     layout (slices shown and left out, scale)."""
     from matplotlib.figure import Figure
@@ -171,14 +182,14 @@ def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSp
                          n_slices)
     left_out = sorted(set(filled.tolist()) - set(picks.tolist()))
 
-    # Every panel shows the same window: the masks' in-plane extent over all slices + 15 mm.
+    # Every panel shows the same window: the masks' in-plane extent over all slices + a margin.
     union = np.zeros_like(coronal_plane(shown_mask, direction, 0))
     for n in filled:
         union |= coronal_plane(shown_mask, direction, int(n))
     r0, r1, c0, c1 = 0, union.shape[0], 0, union.shape[1]
-    if union.any():
+    if union.any() and view == "femurs":
         rows, cols = np.nonzero(union)
-        pad_r, pad_c = int(math.ceil(15.0 / row_mm)), int(math.ceil(15.0 / col_mm))
+        pad_r, pad_c = int(math.ceil(MARGIN_MM / row_mm)), int(math.ceil(MARGIN_MM / col_mm))
         r0, r1 = max(rows.min() - pad_r, 0), min(rows.max() + 1 + pad_r, union.shape[0])
         c0, c1 = max(cols.min() - pad_c, 0), min(cols.max() + 1 + pad_c, union.shape[1])
     width_mm, height_mm = (c1 - c0) * col_mm, (r1 - r0) * row_mm
@@ -258,7 +269,8 @@ def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSp
     fig.suptitle(f"{report['title']}{note}\n{shown}\ncoronal slices, radiological view (patient "
                  f"right on the left); voxels {sp} mm", color="white", fontsize=11,
                  y=1 - 0.1 / fig_h, va="top")
-    layout = {"slice_axis": axis, "slices_with_femur": int(filled.size),
+    layout = {"slice_axis": axis, "slices_with_femur": int(filled.size), "view": view,
+              "window_rows_columns": [int(r0), int(r1), int(c0), int(c1)],
               "slices_shown": [int(n) for n in picks], "slices_left_out": left_out,
               "pixels_per_mm": float(px_per_mm),
               "tile_pixels": [int(round(panel_w * DPI)), int(round(panel_h * DPI))]}
