@@ -184,7 +184,7 @@ def _segment_one(args, segmenter, plan, series=None) -> bool:
         if plan.report_dir is not None:
             staging.write_folder(plan.report_dir, lambda tmp: montage.write_report(
                 image, result.labelmap, result.segments, tmp, title=src.name,
-                reference=reference))
+                reference=reference, probability=sitk.GetArrayViewFromImage(result.probability)))
         written = staging.commit()
     arr = sitk.GetArrayViewFromImage(result.labelmap)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
