@@ -529,7 +529,34 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--overwrite", action="store_true")
     ph.add_argument("--quiet", action="store_true")
     ph.set_defaults(func=cmd_phantom)
+    for register in _added_commands():
+        register(sub)
     return p
+
+
+#: Entry-point group through which other packages add commands to ``femurseg`` (the review app
+#: of the ``[review]`` extra adds ``femurseg review``); the core never imports them itself.
+COMMANDS_GROUP = "femurseg.commands"
+
+
+def _added_commands() -> list:
+    """The ``register(subparsers)`` functions of the installed ``femurseg.commands`` entry
+    points, by name (a broken one is logged and left out: it never breaks ``femurseg``)."""
+    from importlib.metadata import entry_points
+
+    try:
+        found = entry_points(group=COMMANDS_GROUP)
+    except TypeError:  # Python 3.9
+        found = entry_points().get(COMMANDS_GROUP, [])
+    loaded = {}
+    for ep in sorted(found, key=lambda e: e.name):
+        if ep.name in loaded:
+            continue
+        try:
+            loaded[ep.name] = ep.load()
+        except Exception as exc:  # pragma: no cover - depends on the installation
+            log.debug("femurseg command %s not loaded: %s", ep.name, exc)
+    return list(loaded.values())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
