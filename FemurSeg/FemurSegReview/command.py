@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     r.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1 only; "
                    "any other needs the printed one-time token in the URL)")
     r.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    r.add_argument("--idle-timeout", type=float, default=0, metavar="S", help="stop after S "
+                   "seconds without a connected browser (default 0: run until Ctrl-C)")
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs (also "
                    "the segmentation under review, if the output folder holds it)")
     r.add_argument("--model", metavar="NAME|DIR", help="model for 'Run the model' (default: "
@@ -54,6 +56,8 @@ def run(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be 0..65535, not {args.port}")
+    if not args.idle_timeout >= 0:
+        raise InputError(f"--idle-timeout must be >= 0 seconds, not {args.idle_timeout}")
     session = open_session(args.image, args.segmentation, output_dir=args.output,
                            probabilities=args.probabilities, overwrite=args.overwrite,
                            stl_smoothing=check_sigma_voxels(args.stl_smoothing))
@@ -77,5 +81,6 @@ def run(args) -> int:
         raise InputError(f"femurseg review needs the review extra (pip install "
                          f"'femurseg[review]'): {exc}") from None
     app = ReviewApp(session, segmenter_factory=factory, token=token, allowed_hosts=allowed)
-    app.start(host=host, port=args.port, open_browser=not args.no_browser, token=token)
+    app.start(host=host, port=args.port, open_browser=not args.no_browser, token=token,
+              idle_timeout=args.idle_timeout)
     return 0

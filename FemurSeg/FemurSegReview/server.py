@@ -25,6 +25,8 @@ log = logging.getLogger("femurseg.review")
 
 #: The effects the page offers (Slicer's own Segment Editor effects through trame-slicer).
 EFFECTS = ("none", "paint", "erase", "scissors", "smoothing")
+#: trame-slicer's coronal slice view (its layout tag).
+CORONAL_VIEW = "Green"
 #: Cookie that carries the one-time token after the first request that named it.
 TOKEN_COOKIE = "femurseg_review_token"
 
@@ -167,13 +169,19 @@ class ReviewApp:
         self.slicer.display_manager.reset_views()
 
     def _on_client(self, **_) -> None:
-        """Fit the views once the browser has given them their size."""
+        """Fit the views once the browser has given them their size (the first fit also
+        centres the slices; later ones keep the slice the user went to)."""
         loop = asyncio.get_event_loop()
-        for delay in (0.5, 1.5, 3.0):
-            loop.call_later(delay, self._reset_and_push)
+        for n, delay in enumerate((0.5, 1.5, 3.0)):
+            loop.call_later(delay, self._reset_and_push, n > 0)
 
-    def _reset_and_push(self) -> None:
+    def _reset_and_push(self, keep_slices: bool) -> None:
+        keep_slices = keep_slices or self.state.current_slice >= 0  # the user went to one
+        views = self.slicer.view_manager.get_slice_views()
+        kept = [(view, view.get_slice_value()) for view in views] if keep_slices else []
         self.reset_views()
+        for view, value in kept:
+            view.set_slice_value(value)
         self._set(views_reset=self.state.views_reset + 1)
 
     def jump_to_slice(self, index) -> None:
@@ -181,7 +189,8 @@ class ReviewApp:
         ras = (-lps[0], -lps[1], lps[2])
         for view in self.slicer.view_manager.get_slice_views():
             node = view.get_view_node()
-            if node is not None and node.GetOrientation() == "Coronal":
+            # the coronal view ("Green"); on an oblique image its orientation reads "Reformat"
+            if node is not None and view.get_singleton_tag() == CORONAL_VIEW:
                 node.JumpSliceByOffsetting(*ras)
         self._set(current_slice=int(index))
 
@@ -450,7 +459,8 @@ class ReviewApp:
 
     # ------------------------------------------------------------------------------------------
 
-    def start(self, *, host: str, port: int, open_browser: bool, token: Optional[str]) -> None:
+    def start(self, *, host: str, port: int, open_browser: bool, token: Optional[str],
+              idle_timeout: float = 0) -> None:
         """Serve until stopped; prints the address (with the token, if any) once listening."""
         shown = "127.0.0.1" if host in ("127.0.0.1", "localhost") else host
 
@@ -465,4 +475,5 @@ class ReviewApp:
 
         self.server.controller.on_server_ready.add(ready)
         self.server.start(host=host, port=port, open_browser=False,
-                          show_connection_info=False, disable_logging=True, timeout=0)
+                          show_connection_info=False, disable_logging=True,
+                          timeout=int(round(idle_timeout)))
