@@ -520,3 +520,51 @@ def slicer_checks(seg_path: Path, image_path: Path, expected: np.ndarray) -> Non
     for value, sid in ((1, "Right_femur"), (2, "Left_femur")):
         assert scene_nodes.segment_voxel_volume_mm3(node, sid) == pytest.approx(
             (expected == value).sum() * spacing, rel=1e-6)
+
+
+@pytest.mark.slow
+@needs_browser
+@needs_command
+def test_page_runs_the_model_with_progress(case, tmp_path):
+    """Without SEGMENTATION the page runs the bundled model (the `femurseg segment` path)."""
+    from playwright.sync_api import sync_playwright
+
+    from FemurSegLib.inference import Segmenter
+    from FemurSegLib.modelfolder import find_model
+    from FemurSegLib.plausibility import warning_line
+    from FemurSegLib.uncertainty import slices_to_check
+
+    review = Review([case["image"], "-o", tmp_path / "out"], cwd=tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"],
+                                        timeout=60_000)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.set_default_timeout(60_000)
+                page.goto(review.url)
+                page.wait_for_selector("#run-model")
+                assert page.is_disabled("#save")
+                page.click("#run-model")
+                page.wait_for_selector("#model-progress")
+                wait_text(page, "#model-progress-text", r"^done \(100%\)$", 300.0)
+                page.wait_for_selector("#run-model", state="detached")
+                slices = [t.split("\n")[0] for t in
+                          page.locator("#slices-to-check .slice-item").all_inner_texts()]
+                warnings = page.locator(".review-warning").all_inner_texts()
+                page.click("#save")
+                wait_text(page, "#save-status", r"saved \d+ files")
+            finally:
+                browser.close()
+    finally:
+        review.stop()
+    segmenter = Segmenter.from_folder(find_model(None))
+    image = sitk.ReadImage(str(case["image"]))
+    result = segmenter.segment(image)
+    problems, cause = segmenter.plausibility(image, result)
+    expected = sitk.GetArrayFromImage(result.labelmap)
+    saved = saved_labels(tmp_path / "out" / "hip.seg.nrrd", case["grid"])
+    assert np.mean(saved == expected) > 0.999 and (saved > 0).sum() > 1000
+    assert warnings == ([warning_line("hip.nii.gz", problems, cause)] if problems else [])
+    want = slices_to_check(sitk.GetArrayFromImage(result.probability), 0)
+    assert slices == [f"k = {s.index}" for s in want] and slices

@@ -209,7 +209,7 @@ class ReviewApp:
     def _slices_state(self) -> list:
         letter = self.session.slice_letter
         return [{"index": s.index, "text": f"{letter} = {s.index}",
-                 "detail": f"{100 * s.uncertain_share:.0f}% uncertain"
+                 "detail": f"{100 * s.uncertain_share:.0f}% of {s.candidates} voxels uncertain"
                            + (f", {100 * s.disagree_share:.0f}% flip disagreement"
                               if s.disagree_share else "")}
                 for s in self.session.slices_to_check()]
@@ -392,7 +392,7 @@ class ReviewApp:
                         v3.VProgressLinear(model_value=("progress",), height=8,
                                            id="model-progress")
                         html.Div("{{ progress_text }} ({{ progress }}%)",
-                                 classes="text-caption")
+                                 classes="text-caption", id="model-progress-text")
                     html.Div("Segments", classes="text-subtitle-2 mt-2")
                     with html.Div(v_for="s in segments", key="s.id",
                                   classes="d-flex align-center segment-row"):
