@@ -568,3 +568,89 @@ def test_page_runs_the_model_with_progress(case, tmp_path):
     assert warnings == ([warning_line("hip.nii.gz", problems, cause)] if problems else [])
     want = slices_to_check(sitk.GetArrayFromImage(result.probability), 0)
     assert slices == [f"k = {s.index}" for s in want] and slices
+
+
+# ----------------------------------------------------------------------------------------------
+# the app in this process (no browser): Slicer's smoothing, the export, the model-run warning
+
+
+@pytest.fixture
+def app_on(case, tmp_path):
+    from FemurSegReview.server import ReviewApp
+
+    def make(seg=True, **kwargs):
+        s = review_session.open_session(case["image"], case["seg"] if seg else None,
+                                        output_dir=tmp_path / "out",
+                                        probabilities=case["prob"] if seg else None)
+        return ReviewApp(s, **kwargs)
+    return make
+
+
+@pytest.mark.slow
+@needs_review
+def test_app_exports_the_segmentation_unchanged_and_smooths(app_on, case, tmp_path):
+    spiky = case["labels"].copy()
+    spiky[MOST_UNCERTAIN, 3, 3] = 1          # one stray voxel far from the femurs
+    seg = tmp_path / "spiky.seg.nrrd"
+    writers.write_seg_nrrd(images.array_to_image(spiky, case["grid"]), SPLIT, seg)
+    app = app_on()
+    assert np.array_equal(app.edited_labels(), case["labels"])  # Slicer's read, then export
+    app.session.segmentation_path = seg
+    app._load_segmentation(seg)
+    assert np.array_equal(app.edited_labels(), spiky)
+    app.select_segment("Right_femur")
+    app.smooth_segment()                     # Slicer's Smoothing effect, median 3 mm
+    smoothed = app.edited_labels()
+    assert smoothed[MOST_UNCERTAIN, 3, 3] == 0
+    assert np.array_equal(smoothed == 2, spiky == 2)  # the other segment is untouched
+    assert app.state.can_undo
+    app.undo()
+    assert np.array_equal(app.edited_labels(), spiky)
+    app.redo()
+    assert np.array_equal(app.edited_labels(), smoothed)
+    app.jump_to_slice(MOST_UNCERTAIN)
+    assert app.state.current_slice == MOST_UNCERTAIN
+
+
+class FakeSegmenter:
+    """A segmenter whose result is the phantom's femurs and whose plausibility check fails."""
+
+    def __init__(self, labels, grid):
+        self.labels, self.grid = labels, grid
+
+    def segment(self, image, progress=lambda f, m: None):
+        from FemurSegLib.inference import Result
+
+        for f in (0.0, 0.5, 1.0):
+            progress(f, "network")
+        labelmap = images.array_to_image(self.labels, self.grid)
+        prob = images.array_to_image((self.labels > 0).astype(np.float32) * 0.7, self.grid)
+        return Result(labelmap=labelmap, probability=prob, segments=SPLIT, split=True,
+                      threshold=0.5)
+
+    def plausibility(self, image, result):
+        return ["Left femur volume 0.1 ml is far outside the training range"], "not a T1 scan"
+
+
+@pytest.mark.slow
+@needs_review
+def test_app_model_run_shows_the_plausibility_warning(app_on, case):
+    import asyncio
+
+    from FemurSegLib.plausibility import warning_line
+
+    fake = FakeSegmenter(case["labels"], case["grid"])
+    app = app_on(seg=False, segmenter_factory=lambda: fake)
+    assert app.state.can_run_model and not app.state.has_segmentation
+
+    async def run():
+        await app.run_model()
+        await asyncio.sleep(0.1)  # the progress callbacks queued from the worker thread
+    asyncio.run(run())
+    assert app.state.warnings == [warning_line("hip.nii.gz", *fake.plausibility(None, None))]
+    assert app.state.progress == 100 and app.state.progress_text == "done"
+    assert app.state.has_segmentation and not app.state.can_run_model
+    assert np.array_equal(app.edited_labels(), case["labels"])
+    # every femur voxel at 0.7 is uncertain: the slices with femur, as listed by the core
+    assert [s["index"] for s in app.state.slices] == sorted(
+        set(np.argwhere(case["labels"] > 0)[:, 0].tolist()))[:10]

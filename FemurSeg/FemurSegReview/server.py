@@ -251,7 +251,7 @@ class ReviewApp:
         if effect in ("paint", "erase", "smoothing"):
             self._on_brush_size(self.state.brush_size)
         if effect == "smoothing" and active is not None:
-            active.set_kernel_size(3.0)
+            active.set_kernel_size(self.smoothing_kernel_mm())
 
     def _on_brush_size(self, brush_size, **_) -> None:
         from trame_slicer.segmentation.paint_effect_parameters import BrushDiameterMode
@@ -291,14 +291,19 @@ class ReviewApp:
                     for s in self.state.segments]
         self._set(segments=segments)
 
+    def smoothing_kernel_mm(self) -> float:
+        """Slicer's default median kernel (3 mm), but at least 3 in-plane voxels."""
+        return max(3.0, 3.0 * min(self.session.image.GetSpacing()))
+
     def smooth_segment(self) -> None:
-        """Median smoothing (3 mm) of the whole active segment: Slicer's Smoothing effect."""
+        """Median smoothing of the whole active segment (:meth:`smoothing_kernel_mm`):
+        Slicer's Smoothing effect."""
         from trame_slicer.segmentation import SegmentationEffectSmoothing
 
         if self.segmentation_node is None:
             return
         effect = self.editor.set_active_effect_type(SegmentationEffectSmoothing)
-        effect.set_kernel_size(3.0)
+        effect.set_kernel_size(self.smoothing_kernel_mm())
         effect.apply_smoothing()
         self._set(effect="smoothing")
 
@@ -430,7 +435,8 @@ class ReviewApp:
                                 size="small", prepend_icon="mdi-redo")
                         v3.VBtn("Smooth", id="smooth", click=self.smooth_segment,
                                 disabled=("!has_segmentation",), size="small",
-                                title="median smoothing (3 mm) of the active segment")
+                                title="median smoothing (3 mm, at least 3 voxels) of the "
+                                      "active segment")
                     html.Div("Window / level", classes="text-subtitle-2 mt-2")
                     v3.VSlider(v_model=("window",), min=1, max=("range_hi - range_lo",),
                                label="W", hide_details=True, density="compact", id="window")
