@@ -9,8 +9,8 @@ saving writes only the session's fixed targets (:mod:`FemurSegReview.session`).
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional
@@ -20,8 +20,6 @@ import numpy as np
 from FemurSegLib.errors import FemurSegError
 
 from .session import ReviewSession
-
-log = logging.getLogger("femurseg.review")
 
 #: The effects the page offers (Slicer's own Segment Editor effects through trame-slicer).
 EFFECTS = ("none", "paint", "erase", "scissors", "smoothing")
@@ -51,10 +49,8 @@ def token_middleware(token: Optional[str], allowed_hosts: Optional[set]):
         cookie = request.cookies.get(TOKEN_COOKIE)
         if given is not None and secrets.compare_digest(given, token):
             response = await handler(request)
-            try:
+            if not getattr(response, "prepared", False):  # a finished websocket: no headers
                 response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
-            except AttributeError:  # a websocket response: no cookie to set
-                pass
             return response
         if cookie is not None and secrets.compare_digest(cookie, token):
             return await handler(request)
@@ -480,6 +476,12 @@ class ReviewApp:
                 webbrowser.open(url)
 
         self.server.controller.on_server_ready.add(ready)
-        self.server.start(host=host, port=port, open_browser=False,
-                          show_connection_info=False, disable_logging=True,
-                          timeout=int(round(idle_timeout)))
+        # trame reads its own options (--content, --data, ...) from sys.argv: give it none of
+        # ours, so that nothing on the femurseg command line can make it serve a folder
+        argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            self.server.start(host=host, port=port, open_browser=False,
+                              show_connection_info=False, disable_logging=True,
+                              timeout=int(round(idle_timeout)))
+        finally:
+            sys.argv = argv

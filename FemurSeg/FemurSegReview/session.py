@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -205,5 +205,3 @@ def check_targets(session: ReviewSession) -> None:
         if target.exists() and not session.overwrite:
             raise OutputExistsError(f"output exists: {target} (use --overwrite to replace it)")
 
-
-Progress = Callable[[float, str], None]
