@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"FemurSegLib": ROOT / "FemurSeg" / "FemurSegLib",
             "FemurSegMRMLLib": ROOT / "FemurSeg" / "FemurSegMRMLLib",
+            "FemurSegReview": ROOT / "FemurSeg" / "FemurSegReview",
             "FemurSegTraining": ROOT / "FemurSegTraining"}
 
 
@@ -68,6 +69,39 @@ def test_core_imports_neither_training_nor_slicer():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-        bad = [m for m in names if m.split(".")[0] in ("FemurSegTraining", "slicer", "qt",
-                                                        "FemurSegMRMLLib", "vtk")]
+        bad = [m for m in names if m.split(".")[0] in CORE_NEVER_IMPORTS]
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+#: What no module of the core imports (statically or inside a function): the review app comes
+#: to ``femurseg`` through the ``femurseg.commands`` entry point, never by an import.
+CORE_NEVER_IMPORTS = ("FemurSegTraining", "slicer", "qt", "FemurSegMRMLLib", "vtk",
+                      "FemurSegReview", "trame", "trame_slicer", "trame_server", "aiohttp")
+
+
+def _top_imports(path: Path) -> list:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree)
+              if isinstance(n, ast.ImportFrom) and n.level == 0]
+    return names
+
+
+def test_core_never_names_the_review_package():
+    # not even through importlib: the string itself may not appear in the core's code
+    for path in PACKAGES["FemurSegLib"].rglob("*.py"):
+        assert "FemurSegReview" not in path.read_text(encoding="utf-8"), path
+
+
+def test_only_the_review_server_imports_trame():
+    for path in PACKAGES["FemurSegReview"].rglob("*.py"):
+        trame = [m for m in _top_imports(path)
+                 if m.split(".")[0] in ("trame", "trame_slicer", "trame_server", "aiohttp",
+                                        "undo_stack", "slicer", "vtkmodules")]
+        assert not trame or path.name == "server.py", f"{path.name} imports {trame}"
+
+
+def test_the_review_entry_point_is_declared():
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '[project.entry-points."femurseg.commands"]\nreview = ' \
+           '"FemurSegReview.command:register"' in text

@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 pytestmark = [pytest.mark.slicer,
               pytest.mark.skipif(not HAVE_SLICER, reason="needs the slicer-core wheel "
-                                 "(pip install slicer-core vtk==9.6.2): 'import slicer' failed")]
+                                 "(pip install slicer-core==5.11.0.6 vtk==9.6.0): 'import slicer' failed")]
 
 if HAVE_SLICER:
     sys.path.insert(0, str(MODULE_DIR))

@@ -526,6 +526,30 @@ def test_volumes_json_known_answer(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.png", "volumes.json"]
 
 
+def test_report_lists_the_slices_to_check(tmp_path):
+    # identity direction: voxel axis j runs posterior, so the coronal slices are j = const
+    image = grid((10, 9, 8), (0.5, 0.8, 2.0), (3, 4, 5), np.eye(3), sitk.sitkInt16)
+    array = np.zeros((8, 9, 10), np.uint8)
+    array[2:6, 1:6, 3:9] = 1
+    prob = np.where(array > 0, 0.97, 0.0).astype(np.float32)
+    prob[2:6, 4, 3:9] = 0.5        # slice j = 4: every candidate voxel uncertain
+    prob[2:6, 2, 3:6] = 0.3        # slice j = 2: half of its 24 candidates uncertain
+    grey = images.array_to_image(np.arange(720, dtype=np.int16).reshape(8, 9, 10), image)
+    report = montage.write_report(grey, labels_on(image, array), SPLIT, tmp_path, title="Box",
+                                  probability=prob)
+    assert report["slices_to_check"] == [
+        {"slice": 4, "score": 1.0, "uncertain_share": 1.0, "disagree_share": 0.0,
+         "candidate_voxels": 24},
+        {"slice": 2, "score": 0.5, "uncertain_share": 0.5, "disagree_share": 0.0,
+         "candidate_voxels": 24}]
+    assert json.loads((tmp_path / "volumes.json").read_text())["slices_to_check"] == \
+        report["slices_to_check"]
+    with pytest.raises(InputError, match=r"probability shape \(8, 9\) does not match the "
+                                         r"image grid \(8, 9, 10\)"):
+        montage.write_report(grey, labels_on(image, array), SPLIT, tmp_path / "bad",
+                             probability=prob[:, :, 0])
+
+
 # Three layouts of the same patient frame: LPS-ordered axial, real-data-like coronal (i -> L,
 # j -> inferior, k -> posterior) and a flipped one (i -> right, j -> superior, k -> anterior).
 AXIAL = np.eye(3)

@@ -185,7 +185,8 @@ def _segment_one(args, segmenter, plan, series=None) -> bool:
         if plan.report_dir is not None:
             staging.write_folder(plan.report_dir, lambda tmp: montage.write_report(
                 image, result.labelmap, result.segments, tmp, title=src.name,
-                reference=reference, view=args.report_view))
+                reference=reference, view=args.report_view,
+                probability=sitk.GetArrayViewFromImage(result.probability)))
         written = staging.commit()
     arr = sitk.GetArrayViewFromImage(result.labelmap)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
@@ -555,9 +556,36 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--overwrite", action="store_true", help="replace existing files")
     ph.add_argument("--quiet", action="store_true", help="print nothing but errors")
     ph.set_defaults(func=cmd_phantom)
+    for register in _added_commands():
+        register(sub)
     for command in sub.choices.values():  # also after the command: femurseg segment ... --verbose
         global_options(command, "--debug", "--verbose", top=False)
     return p
+
+
+#: Entry-point group through which other packages add commands to ``femurseg`` (the review app
+#: of the ``[review]`` extra adds ``femurseg review``); the core never imports them itself.
+COMMANDS_GROUP = "femurseg.commands"
+
+
+def _added_commands() -> list:
+    """The ``register(subparsers)`` functions of the installed ``femurseg.commands`` entry
+    points, by name (a broken one is logged and left out: it never breaks ``femurseg``)."""
+    from importlib.metadata import entry_points
+
+    try:
+        found = entry_points(group=COMMANDS_GROUP)
+    except TypeError:  # Python 3.9
+        found = entry_points().get(COMMANDS_GROUP, [])
+    loaded = {}
+    for ep in sorted(found, key=lambda e: e.name):
+        if ep.name in loaded:
+            continue
+        try:
+            loaded[ep.name] = ep.load()
+        except Exception as exc:  # pragma: no cover - depends on the installation
+            log.debug("femurseg command %s not loaded: %s", ep.name, exc)
+    return list(loaded.values())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -83,7 +83,7 @@ MARGIN_MM = 15.0
 def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[SegmentSpec],
                  out_dir: PathLike, *, overwrite: bool = False, title: Optional[str] = None,
                  n_slices: Optional[int] = None, reference: Optional[np.ndarray] = None,
-                 view: str = "femurs") -> dict:
+                 view: str = "femurs", probability: Optional[np.ndarray] = None) -> dict:
     """Write ``out_dir/report.png`` (coronal montage) and ``out_dir/volumes.json``.
 
     The montage shows every coronal slice that holds the mask (or the ``reference``), up to
@@ -102,6 +102,10 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
     The JSON, also returned, holds the title, the voxel spacing and volume, for each segment its
     name, label value, voxel count and volume in mm3 and ml (mm3 / 1000), and under ``montage``
     the slices shown and left out (voxel indices along the A-P axis) and the drawing scale.
+    With ``probability`` (the femur probability, a ``[k, j, i]`` array on the image grid) it
+    also lists under ``slices_to_check`` the coronal slices where the model is least certain
+    (:func:`FemurSegLib.uncertainty.slices_to_check`, the list the review page shows), and the
+    PNG's title names them.
     """
     array = check_labelmap(labelmap, segments)
     images.validate_image(image, what="image", allow_constant=True)
@@ -119,6 +123,15 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
         if reference.shape != array.shape:
             raise InputError(f"reference shape {reference.shape} does not match the image grid "
                              f"{array.shape}")
+    to_check = None
+    if probability is not None:
+        from .uncertainty import slices_to_check
+
+        probability = np.asarray(probability)
+        if probability.shape != array.shape:
+            raise InputError(f"probability shape {probability.shape} does not match the image "
+                             f"grid {array.shape}")
+        to_check = slices_to_check(probability, 2 - coronal_axes(image.GetDirection())["AP"])
     out = Path(out_dir)
     png_path, json_path = out / "report.png", out / "volumes.json"
     for target in (png_path, json_path):
@@ -127,6 +140,8 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
               "spacing_mm": [float(s) for s in labelmap.GetSpacing()],
               "voxel_volume_mm3": float(np.prod(labelmap.GetSpacing())),
               "segments": segment_volumes(labelmap, segments)}
+    if to_check is not None:
+        report["slices_to_check"] = [s.to_dict() for s in to_check]
     figure, layout = _montage(image, array, segments, report, n_slices, reference, view)
     report["montage"] = layout
     with files.atomic_path(png_path, overwrite) as tmp:
@@ -266,6 +281,9 @@ def _montage(image: sitk.Image, labels: np.ndarray, segments: Sequence[SegmentSp
         shown = f"all {filled.size} slices with femur"
     else:
         shown = f"{len(picks)} slices"
+    if report.get("slices_to_check"):
+        shown += ("; slices to check (least certain first): " + axis + " = "
+                  + ", ".join(str(s["slice"]) for s in report["slices_to_check"]))
     fig.suptitle(f"{report['title']}{note}\n{shown}\ncoronal slices, radiological view (patient "
                  f"right on the left); voxels {sp} mm", color="white", fontsize=11,
                  y=1 - 0.1 / fig_h, va="top")
