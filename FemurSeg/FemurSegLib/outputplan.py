@@ -383,6 +383,10 @@ class Staging:
                 targets.append(target)
             return targets
 
+    def targets(self) -> List[Path]:
+        """The files staged so far (their final paths)."""
+        return [target for _, target in self._pending]
+
     def commit(self) -> List[Path]:
         """Rename every staged file into place; returns the targets."""
         replaced: List[Tuple[Path, Path]] = []  # (backup, target)
