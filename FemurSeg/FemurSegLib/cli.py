@@ -165,6 +165,49 @@ def _segment_one(args, segmenter, plan, series=None) -> bool:
     return outcome.warning is None
 
 
+def cmd_cohort(args) -> int:
+    from . import cohort
+    from .modelfolder import find_model
+
+    for value, name in ((args.workers, "--workers"),
+                        (args.threads_per_worker, "--threads-per-worker"),
+                        (args.threads, "--threads")):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be at least 1, not {value}")
+    if args.retries < 0:
+        raise InputError(f"--retries must be 0 or more, not {args.retries}")
+    workers, tpw, onnx_threads = cohort.default_layout(args.workers, args.threads_per_worker,
+                                                       args.threads, cohort.machine_cores())
+    folds = parse_folds(args.folds)
+    settings = cohort.CohortSettings(
+        outdir=Path(args.output), model_dir=find_model(args.model),
+        segmenter={"device": args.device, "engine": args.engine, "tta": args.tta,
+                   "folds": tuple(folds) if folds else None, "split": not args.no_split,
+                   "dense": args.dense, "threads": onnx_threads},
+        options=case_options(args), fmt=args.format, probabilities=args.probabilities,
+        stl=args.stl, report=args.report, reference=args.reference, dicom_seg=args.dicom_seg,
+        series=args.series, split=not args.no_split,
+        workers=None if args.scheduler else workers, threads_per_worker=tpw,
+        scheduler=args.scheduler, retries=args.retries, dashboard=args.verbose)
+    if not args.scheduler:
+        _say(args, f"cluster: {workers} worker(s) x {tpw} thread(s), ONNX Runtime "
+                   f"{onnx_threads} thread(s) per case")
+    progress = cohort.CaseProgress("none" if args.quiet else args.progress)
+    try:
+        result = cohort.run_cohort(args.inputs, settings, on_record=progress,
+                                   say=lambda m: _say(args, m))
+    finally:
+        progress.close()
+    counts = result.counts()
+    manifest = settings.outdir / cohort.MANIFEST_CSV
+    print(f"{len(result.records)} of {result.total} case(s) done: {counts['ok']} ok, "
+          f"{counts['warning']} warning, {counts['failed']} failed ({result.skipped} of them "
+          f"done by an earlier run); manifest: {manifest}", flush=True)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return result.exit_code()
+
+
 def cmd_dicom_series(args) -> int:
     from .dicom import find_series, series_table
 
@@ -376,20 +419,8 @@ def version_text() -> str:
             f"{card.get('version', '')} ({folder})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="femurseg", description="Segment the proximal femur in hip MR images.")
-    p.add_argument("--version", action=VersionAction, text=version_text)
-    global_options(p, "--debug", "--verbose")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    s = sub.add_parser("segment", help="segment one or more MR volumes")
-    s.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image file (.nii.gz, .nii, .nrrd, .mha, .mhd), DICOM folder, or folder of images")
-    s.add_argument("-o", "--output", required=True, metavar="OUTPUT|DIR/",
-                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha, or "
-                        ".dcm: a DICOM Segmentation of a DICOM input), or a folder (an existing "
-                        "one, or a name ending in /); files in a folder are named by case "
-                        "(hip01_0000.nii.gz -> hip01.seg.nrrd)")
+def segment_options(s) -> None:
+    """The options of ``segment`` that ``cohort`` shares: output kinds, model and engine."""
     s.add_argument("--format", choices=list(MAIN_WRITERS), help="file type written into an "
                    "output folder (default .seg.nrrd)")
     s.add_argument("--model", metavar="NAME|DIR", help="a model's name (as `femurseg models` "
@@ -431,10 +462,57 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dense", action="store_true", help="run every fold on the whole volume "
                    "(no region-of-interest cascade; slower, for comparisons)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="femurseg", description="Segment the proximal femur in hip MR images.")
+    p.add_argument("--version", action=VersionAction, text=version_text)
+    global_options(p, "--debug", "--verbose")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("segment", help="segment one or more MR volumes")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image file (.nii.gz, .nii, .nrrd, .mha, .mhd), DICOM folder, or folder of images")
+    s.add_argument("-o", "--output", required=True, metavar="OUTPUT|DIR/",
+                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha, or "
+                        ".dcm: a DICOM Segmentation of a DICOM input), or a folder (an existing "
+                        "one, or a name ending in /); files in a folder are named by case "
+                        "(hip01_0000.nii.gz -> hip01.seg.nrrd)")
+    segment_options(s)
     s.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
     s.add_argument("--progress", default="bar", choices=["bar", "lines", "none"],
                    help="progress display: a bar, 'PROGRESS <pct> <msg>' lines on stderr, or none")
     s.set_defaults(func=cmd_segment)
+
+    c = sub.add_parser("cohort", help="segment a cohort on a Dask cluster (resumable, with a "
+                       "manifest)", description="Segment many inputs on Dask workers (an "
+                       "embedded local cluster, or --scheduler). Outputs are named as with a "
+                       "batch segment; OUTDIR/manifest.csv and manifest.json get one row per "
+                       "input. Rerunning the same command skips the cases already done. Exit "
+                       "code 2 if any input failed, 3 if any only warned, else 0. Needs "
+                       "femurseg[cohort].")
+    c.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM folder, folder "
+                   "of images, or a CSV list with a 'path' column (and optionally 'case'; "
+                   "relative paths are relative to the CSV file)")
+    c.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                   help="output folder (segmentations named by case, the manifest)")
+    segment_options(c)
+    c.add_argument("--workers", type=int, metavar="N", help="worker processes of the embedded "
+                   "cluster (default: one per 2 cores)")
+    c.add_argument("--threads-per-worker", type=int, metavar="M", help="cases run at once in "
+                   "each worker (default 1); ONNX Runtime threads per case default to "
+                   "cores / (N x M)")
+    c.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this running Dask "
+                   "scheduler and its workers instead of an embedded cluster (they must see "
+                   "the inputs and OUTDIR at the same paths)")
+    c.add_argument("--retries", type=int, default=2, metavar="N", help="run a case again on "
+                   "another worker at most N times when its worker dies (default 2)")
+    c.add_argument("--quiet", action="store_true", help="print nothing but warnings, failures "
+                   "and the summary")
+    c.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "none"],
+                   help="a bar over cases on a terminal, else one line per case (auto)")
+    c.set_defaults(func=cmd_cohort, interrupted="interrupted: the manifest lists the cases "
+                   "that finished; run the same command again to continue")
 
     d = sub.add_parser("dicom-series", help="list the DICOM image series under a folder")
     d.add_argument("folder", metavar="DIR", help="a folder searched with its subfolders (a "
@@ -480,7 +558,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handler.setFormatter(LowerCaseLevels())
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         handlers=[handler])
-    return run(args.func, args)
+    return run(args.func, args, interrupted=getattr(args, "interrupted", "interrupted"))
 
 
 if __name__ == "__main__":
