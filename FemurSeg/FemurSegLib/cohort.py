@@ -362,12 +362,14 @@ def remove_stale(plan) -> None:
         if folder.is_dir():
             for p in folder.glob(f".{target.name}.*.part*"):
                 p.unlink(missing_ok=True)
+    import shutil
+
     for folder in (plan.stl_dir, plan.report_dir):
         if folder is not None and folder.is_dir():
-            import shutil
-
             for p in folder.glob(".femurseg-*.part"):
                 shutil.rmtree(p, ignore_errors=True)
+            if not any(folder.iterdir()):  # made by the staging for files never committed
+                folder.rmdir()
 
 
 def _model_identity(model_dir: Path) -> Tuple[str, str]:
@@ -452,7 +454,7 @@ def _client(settings: CohortSettings, threads: int):
     with dask.config.set({"distributed.scheduler.allowed-failures": int(settings.retries)}):
         cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=threads,
                                processes=True,
-                               dashboard_address=":0" if settings.dashboard else None)
+                               dashboard_address=":0")
     return Client(cluster), cluster
 
 
