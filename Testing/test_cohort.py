@@ -172,6 +172,18 @@ def test_existing_output_refused_before_anything_runs(tmp_path, scans, tiny_mode
     assert (out / "hip02.seg.nrrd").read_bytes() == b"precious"
 
 
+def test_reference_needs_report_and_a_folder(tmp_path, scans, tiny_model_dir):
+    with pytest.raises(InputError) as err:
+        cohort.prepare(scans, settings_for(tmp_path / "o", tiny_model_dir,
+                                           reference=str(tmp_path)))
+    assert str(err.value) == "--reference is drawn in the QC report: add --report DIR"
+    with pytest.raises(InputError) as err:
+        cohort.prepare(scans, settings_for(tmp_path / "o", tiny_model_dir,
+                                           reference=str(scans[0]), report=str(tmp_path / "r")))
+    assert str(err.value) == ("a cohort needs a folder of reference label maps (paired by case "
+                              f"name), and {scans[0]} is not one")
+
+
 def test_duplicate_case_names_refused(tmp_path, scans, tiny_model_dir):
     listing = tmp_path / "l.csv"
     listing.write_text(f"path,case\n{scans[0]},same\n{scans[1]},same\n", encoding="utf-8")
@@ -254,6 +266,26 @@ def test_corrupt_and_missing_inputs_do_not_stop_the_others(tmp_path, scans, tiny
 
 
 @pytest.mark.slow
+def test_worker_verifies_the_model(tmp_path, scans, tiny_model_dir, client):
+    """The worker loads the model itself and checks every file against the card's SHA-256:
+    a model folder altered after the run was planned fails each case with the reason."""
+    model = tmp_path / "tiny-3d"
+    shutil.copytree(tiny_model_dir, model)
+    settings = settings_for(tmp_path / "out", model)
+    cohort.prepare(scans[:2], settings)  # planned with the intact folder
+    data = bytearray((model / "fold_0.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (model / "fold_0.onnx").write_bytes(bytes(data))
+    result = run_bounded(scans[:2], settings, client=client)
+    assert result.counts() == {"ok": 0, "warning": 0, "failed": 2}
+    for row in rows(tmp_path / "out").values():
+        assert row["message"] == ("model tiny-3d: fold_0.onnx fails its SHA-256 check "
+                                  "(corrupt, truncated or altered file)")
+        assert row["worker"].startswith("tcp://") and row["outputs"] == ""
+    assert not list((tmp_path / "out").glob("*.seg.nrrd"))
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_losing_or_redoing_cases(tmp_path, scans,
                                                                  tiny_model_dir):
     """Ctrl-C after the first finished case (a KeyboardInterrupt in the client, as Ctrl-C gives):
@@ -287,6 +319,56 @@ def test_interrupted_run_resumes_without_losing_or_redoing_cases(tmp_path, scans
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished cases not redone
     third = run_bounded(scans, settings)
     assert third.skipped == 3 and third.exit_code() == 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_cleanly(tmp_path, tiny_model_dir):
+    """SIGINT to the whole process group (what Ctrl-C in a terminal sends): exit code 130 with
+    one error line, no traceback from the workers, no partial output, a manifest of what
+    finished; the same command again finishes the rest."""
+    pytest.importorskip("distributed", reason=DASK_MISSING)
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    first = small_phantom(folder / "c00_0000.nii.gz", seed=1)
+    for n in range(1, 10):
+        (folder / f"c{n:02d}_0000.nii.gz").symlink_to(first)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "FemurSegLib.cli", "cohort", str(folder), "-o", str(out),
+           "--model", str(tiny_model_dir), "--workers", "2", "--progress", "lines",
+           "--stl", str(out / "stl")]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    import threading
+
+    watchdog = threading.Timer(RUN_TIMEOUT_S, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("[1/10]"):
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == ("error: interrupted: the manifest lists the cases that "
+                                       "finished; run the same command again to continue")
+    assert parts_in(out) == []
+    listed = set(rows(out))
+    records = {p.stem for p in (out / cohort.RECORDS_DIR).glob("*.json")}
+    assert listed == records and listed  # finished on a worker means listed
+    assert {p.name.split(".")[0] for p in out.glob("*.seg.nrrd")} == records
+    assert {p.name for p in (out / "stl").iterdir()} == records
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert again.returncode == 3, again.stderr
+    assert f"({len(records)} of them done by an earlier run)" in again.stdout
+    assert len(rows(out)) == 10
 
 
 def _slow_segment(marker_dir: str):

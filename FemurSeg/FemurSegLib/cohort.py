@@ -387,9 +387,12 @@ def prepare(inputs: Sequence[os.PathLike], settings: CohortSettings, say=lambda 
     outdir = settings.outdir
     if outdir.is_file() or outputplan.known_suffix(outdir, outputplan.MAIN_WRITERS):
         raise OutputError(f"a cohort writes into a folder: -o {outdir} is a file name")
-    if settings.reference and Path(settings.reference).is_file():
-        raise InputError(f"a cohort needs a folder of reference label maps, not the file "
-                         f"{settings.reference}")
+    if settings.reference:
+        if not settings.report:
+            raise InputError("--reference is drawn in the QC report: add --report DIR")
+        if not Path(settings.reference).is_dir():
+            raise InputError(f"a cohort needs a folder of reference label maps (paired by case "
+                             f"name), and {settings.reference} is not one")
     items = expand(inputs)
     from .images import case_name
 
@@ -451,11 +454,32 @@ def _client(settings: CohortSettings, threads: int):
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler {settings.scheduler}: "
                              f"{' '.join(str(exc).split())}") from None
-    with dask.config.set({"distributed.scheduler.allowed-failures": int(settings.retries)}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": int(settings.retries)}), \
+            _workers_ignore_ctrl_c():
         cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=threads,
-                               processes=True,
-                               dashboard_address=":0")
+                               processes=True, dashboard_address=":0")
     return Client(cluster), cluster
+
+
+class _workers_ignore_ctrl_c:
+    """Start the worker processes with SIGINT ignored (inherited by every process they start):
+    Ctrl-C in a terminal reaches the whole process group, and only the client is to act on it
+    (cancel, stop the cluster, write the manifest). Main thread only; elsewhere a no-op."""
+
+    def __enter__(self):
+        import signal
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
 
 
 def run_cohort(inputs: Sequence[os.PathLike], settings: CohortSettings, *,
@@ -522,10 +546,14 @@ def run_cohort(inputs: Sequence[os.PathLike], settings: CohortSettings, *,
             finally:
                 if cluster is not None:
                     cluster.close(timeout=20)
-        if cluster is not None:  # the embedded workers are gone: so goes what they staged
-            for task in tasks:
-                if task["plan"].case not in manifest.records:
-                    remove_stale(task["plan"])
+        for task in tasks:
+            if task["plan"].case in manifest.records:
+                continue
+            record = read_record(task["record"])  # finished on its worker, not yet reported
+            if complete(record, task["plan"], task["model"], task["version"]):
+                manifest.records[record["case"]] = record
+            elif cluster is not None:  # the embedded workers are gone: so goes what they staged
+                remove_stale(task["plan"])
         manifest.close()
     result.records = manifest.ordered()
     return result
