@@ -112,6 +112,8 @@ def test_input_list_csv(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("file,case\nx.nii.gz,x\n", "has no 'path' column (columns: file, case)"),
     ("path\nx.nii.gz\n\"\"\n", "line 3: empty path"),
+    ("path,case\nx.nii.gz,../up\n", "line 2: case '../up' is not a plain name (it names the "
+                                   "output files)"),
 ])
 def test_input_list_errors(tmp_path, text, message):
     listing = tmp_path / "l.csv"
@@ -301,10 +303,11 @@ def test_interrupted_run_resumes_without_losing_or_redoing_cases(tmp_path, scans
 
     first = run_bounded(scans, settings, on_record=interrupt)
     assert first.interrupted
-    assert len(first.records) == 1
-    assert list(rows(out)) == [first.records[0]["case"]]
     assert parts_in(out) == []
     records = {p.stem for p in (out / cohort.RECORDS_DIR).glob("*.json")}
+    # the case reported, and any a worker committed before the cluster stopped
+    assert set(rows(out)) == {r["case"] for r in first.records} == records
+    assert len(records) >= 1
     for scan in scans:  # every case has all its outputs and its record, or none of them
         case = scan.name.split("_")[0]
         has = [(out / f"{case}.seg.nrrd").is_file(), case in records,

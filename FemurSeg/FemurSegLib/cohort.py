@@ -30,6 +30,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -87,9 +88,13 @@ def read_list(csv_path: Path) -> List[CohortInput]:
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         if not row.get("path"):
             raise InputError(f"input list {csv_path} line {n}: empty path")
+        case = row.get("case") or None
+        if case is not None and (case in (".", "..") or Path(case).name != case
+                                 or "\\" in case):
+            raise InputError(f"input list {csv_path} line {n}: case {case!r} is not a plain "
+                             "name (it names the output files)")
         p = Path(row["path"])
-        out.append(CohortInput(p if p.is_absolute() else csv_path.parent / p,
-                               row.get("case") or None))
+        out.append(CohortInput(p if p.is_absolute() else csv_path.parent / p, case))
     return out
 
 
@@ -362,8 +367,6 @@ def remove_stale(plan) -> None:
         if folder.is_dir():
             for p in folder.glob(f".{target.name}.*.part*"):
                 p.unlink(missing_ok=True)
-    import shutil
-
     for folder in (plan.stl_dir, plan.report_dir):
         if folder is not None and folder.is_dir():
             for p in folder.glob(".femurseg-*.part"):
