@@ -156,6 +156,21 @@ def test_complete_needs_record_model_and_every_output(tmp_path):
     assert not cohort.complete(None, plan, "m", "1")
 
 
+def test_progress_lines_count_rate_and_time_left(monkeypatch, capsys):
+    clock = [100.0]
+    monkeypatch.setattr(cohort.time, "perf_counter", lambda: clock[0])
+    progress = cohort.CaseProgress("lines")
+    clock[0] = 130.0  # the first case of this run (2 were done before) after 30 s
+    progress({"case": "a", "status": "ok", "seconds": 2.0, "worker": "w1"}, 3, 10)
+    clock[0] = 160.0
+    progress({"case": "b", "status": "failed", "seconds": None, "worker": "",
+              "input": "/in/b.nii.gz", "message": "input not found: /in/b.nii.gz"}, 4, 10)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["[3/10] a: ok in 2.0 s on w1; 2.0 cases/min, about 4 min left",
+                                "[4/10] b: failed; 2.0 cases/min, about 3 min left"]
+    assert err == "failed: /in/b.nii.gz: input not found: /in/b.nii.gz\n"
+
+
 def test_output_must_be_a_folder(tmp_path, scans, tiny_model_dir):
     with pytest.raises(OutputError) as err:
         cohort.prepare(scans, settings_for(tmp_path / "x.seg.nrrd", tiny_model_dir))
