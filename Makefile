@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[train,test,dicom,review]"
+	$(PY) -m pip install -q -e ".[train,test,dicom,review,cohort]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -88,31 +88,22 @@ def _warn(message: str) -> None:
 
 
 def cmd_segment(args) -> int:
-    from . import images, outputplan
+    from . import batch, images, outputplan
     from .inference import Segmenter
     from .modelfolder import find_model
     from .segments import femur_segments
 
     inputs = images.expand_inputs(args.inputs)
     for p in inputs:
-        if not p.exists():
-            raise InputError(f"input not found: {p}")
-        if not p.is_dir() and images.image_suffix(p) is None:
-            raise InputError(f"unknown input format: {p.name} (expected .nii.gz, .nii, .nrrd, "
-                             ".mha, .mhd or a DICOM folder)")
+        batch.check_input(p)
     # every output is resolved and checked before the model is loaded or run
     plans = outputplan.plan_outputs(
         inputs, args.output, fmt=args.format, probabilities=args.probabilities, stl=args.stl,
         report=args.report, reference=args.reference, dicom_seg=args.dicom_seg,
         stl_names=[s.segment_id for s in femur_segments(not args.no_split)])
-    series = _dicom_plan(args, plans)
+    series = batch.dicom_plan(plans, args.series, lambda m: _say(args, m))
     outputplan.check_outputs(plans, args.overwrite)
-    folds = None
-    if args.folds:
-        try:
-            folds = [int(v) for v in args.folds.split(",") if v.strip()]
-        except ValueError:
-            raise InputError(f"--folds takes comma-separated fold numbers, not {args.folds!r}") from None
+    folds = parse_folds(args.folds)
     model_dir = find_model(args.model)
     t0 = time.perf_counter()
     segmenter = Segmenter.from_folder(model_dir, device=args.device, engine=args.engine,
@@ -132,125 +123,89 @@ def cmd_segment(args) -> int:
     return EXIT_IMPLAUSIBLE if implausible else 0
 
 
+def parse_folds(text: Optional[str]) -> Optional[list]:
+    """``--folds 0,2`` as ``[0, 2]`` (None: every fold)."""
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--folds takes comma-separated fold numbers, not {text!r}") from None
+
+
+def case_options(args):
+    """The options of ``segment`` that act on each input's outputs."""
+    from .batch import CaseOptions
+
+    return CaseOptions(overwrite=args.overwrite, reference_label=args.reference_label,
+                       stl_smoothing=args.stl_smoothing, report_view=args.report_view)
+
+
 def _segment_one(args, segmenter, plan, series=None) -> bool:
     """Segment one input (``series``: its chosen DICOM series, if any) and write all its
     outputs (or none); True when the result is plausible, else a warning line is printed."""
-    import numpy as np
-    import SimpleITK as sitk
+    from .batch import segment_case
 
-    from . import images, montage, outputplan
-
-    src = plan.source
-    t0 = time.perf_counter()
-    image = _read_input(src, series)
-    reference = None
-    if plan.reference is not None:
-        ref = images.read_label(plan.reference, image, what="reference")
-        reference = sitk.GetArrayFromImage(ref) == args.reference_label
-        if not reference.any():
-            raise InputError(f"reference {plan.reference.name} has no voxel with label "
-                             f"{args.reference_label}")
     progress = _Progress("none" if args.quiet and args.progress != "lines" else args.progress,
                          plan.case)
     try:
-        result = segmenter.segment(image, progress=progress)
+        outcome = segment_case(segmenter, plan, series, case_options(args), progress=progress)
     finally:
         progress.close()
-    problems, cause = segmenter.plausibility(image, result)
-    produced = outputplan.Produced(image=image, result=result, source_name=src.name,
-                                   reference=reference, series=series)
-    if series is not None:
-        from .dicomseg import Creator
-
-        produced.creator = Creator(segmenter.model.name,
-                                   str(segmenter.model.card.get("version", "")))
-        produced.probability_segment = segmenter.model.segments(False)[0]
-    main_writer = outputplan.MAIN_WRITERS[outputplan.known_suffix(plan.main,
-                                                                  outputplan.MAIN_WRITERS)]
-    with outputplan.Staging(args.overwrite) as staging:
-        staging.write(plan.main, lambda tmp: main_writer(produced, tmp))
-        if plan.dicom_seg is not None:
-            staging.write(plan.dicom_seg, lambda tmp: outputplan.DICOM_SEG_WRITERS[
-                outputplan.DICOM_SUFFIX](produced, tmp))
-        if plan.probabilities is not None:
-            writer = outputplan.PROBABILITY_WRITERS[outputplan.known_suffix(
-                plan.probabilities, outputplan.PROBABILITY_WRITERS)]
-            staging.write(plan.probabilities, lambda tmp: writer(produced, tmp))
-        stl_files = []
-        if plan.stl_dir is not None:
-            from .writers import write_stl
-
-            stl_files = staging.write_folder(plan.stl_dir, lambda tmp: write_stl(
-                result.labelmap, result.segments, tmp, sigma_voxels=args.stl_smoothing))
-        if plan.report_dir is not None:
-            staging.write_folder(plan.report_dir, lambda tmp: montage.write_report(
-                image, result.labelmap, result.segments, tmp, title=src.name,
-                reference=reference, view=args.report_view,
-                probability=sitk.GetArrayViewFromImage(result.probability)))
-        written = staging.commit()
-    arr = sitk.GetArrayViewFromImage(result.labelmap)
-    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-    vols = ", ".join(f"{s.name} {np.count_nonzero(arr == s.value) * voxel_ml:.1f} ml"
-                     for s in result.segments)
-    shown = [str(w) for w in written if plan.stl_dir is None or w.parent != plan.stl_dir]
+    vols = ", ".join(f"{name} {ml:.1f} ml" for name, ml in outcome.volumes_ml.items())
+    shown = [w for w in outcome.written
+             if plan.stl_dir is None or Path(w).parent != plan.stl_dir]
     if plan.stl_dir is not None:
-        shown.append(f"{len(stl_files)} STL file(s) in {plan.stl_dir}" if stl_files else
-                     f"no STL file (no femur voxels) in {plan.stl_dir}")
-    _say(args, f"{src.name}: {vols} (threshold {result.threshold:.2f}) -> "
-               f"{', '.join(shown)} [{time.perf_counter() - t0:.1f} s]")
-    if problems:
-        from .plausibility import warning_line
-
-        _warn(warning_line(src.name, problems, cause))
-    return not problems
+        shown.append(f"{outcome.stl_files} STL file(s) in {plan.stl_dir}" if outcome.stl_files
+                     else f"no STL file (no femur voxels) in {plan.stl_dir}")
+    _say(args, f"{plan.source.name}: {vols} (threshold {outcome.threshold:.2f}) -> "
+               f"{', '.join(shown)} [{outcome.seconds:.1f} s]")
+    if outcome.warning:
+        _warn(outcome.warning)
+    return outcome.warning is None
 
 
-# ----------------------------------------------------------------------------------------------
-# DICOM input and DICOM Segmentation outputs (issue 11): the series of each DICOM folder is chosen
-# and every .dcm output checked before the model is loaded.
+def cmd_cohort(args) -> int:
+    from . import cohort
+    from .modelfolder import find_model
 
-
-def _dicom_plan(args, plans) -> list:
-    """The chosen series of each input (None when it is not a DICOM folder); refuses .dcm outputs
-    of inputs that are not DICOM, ``--series`` without DICOM input, and a missing ``dicom`` extra."""
-    from . import dicom, dicomseg
-    from .outputplan import DICOM_SUFFIX, known_suffix
-
-    chosen, wanted = [], False
-    for plan in plans:
-        src = plan.source
-        dicom_outputs = [p for p in (plan.main, plan.dicom_seg, plan.probabilities)
-                         if p is not None and known_suffix(p, [DICOM_SUFFIX])]
-        if len(set(dicom_outputs)) < len(dicom_outputs):
-            raise InputError(f"two DICOM outputs are the same file: {dicom_outputs[-1]}")
-        if not src.is_dir():
-            if dicom_outputs:
-                raise InputError(f"{dicom_outputs[0].name}: a DICOM Segmentation needs a DICOM "
-                                 f"series as input, and {src.name} is not a DICOM folder")
-            chosen.append(None)
-            continue
-        scan = dicom.find_series(src)
-        for note in scan.notes:
-            _say(args, f"note: {src.name}: {note}")
-        chosen.append(dicom.choose_series(scan, args.series))
-        wanted = wanted or bool(dicom_outputs)
-    if args.series is not None and not any(chosen):
-        raise InputError("--series chooses a DICOM series, but no input is a DICOM folder")
-    if wanted:
-        dicomseg.require()
-    return chosen
-
-
-def _read_input(src: Path, series):
-    from . import dicom, images
-
-    if series is None:
-        image = images.read_image(src, what="input image")
-    else:
-        image = dicom.read_series(series)
-        images.validate_image(image, what=f"input image {src.name} ({series.name})")
-    images.refuse_label_map(image, src)
-    return image
+    for value, name in ((args.workers, "--workers"),
+                        (args.threads_per_worker, "--threads-per-worker"),
+                        (args.threads, "--threads")):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be at least 1, not {value}")
+    if args.retries < 0:
+        raise InputError(f"--retries must be 0 or more, not {args.retries}")
+    workers, tpw, onnx_threads = cohort.default_layout(args.workers, args.threads_per_worker,
+                                                       args.threads, cohort.machine_cores())
+    folds = parse_folds(args.folds)
+    settings = cohort.CohortSettings(
+        outdir=Path(args.output), model_dir=find_model(args.model),
+        segmenter={"device": args.device, "engine": args.engine, "tta": args.tta,
+                   "folds": tuple(folds) if folds else None, "split": not args.no_split,
+                   "dense": args.dense, "threads": onnx_threads},
+        options=case_options(args), fmt=args.format, probabilities=args.probabilities,
+        stl=args.stl, report=args.report, reference=args.reference, dicom_seg=args.dicom_seg,
+        series=args.series, split=not args.no_split,
+        workers=None if args.scheduler else workers, threads_per_worker=tpw,
+        scheduler=args.scheduler, retries=args.retries, dashboard=args.verbose)
+    if not args.scheduler:
+        _say(args, f"cluster: {workers} worker(s) x {tpw} thread(s), ONNX Runtime "
+                   f"{onnx_threads} thread(s) per case")
+    progress = cohort.CaseProgress("none" if args.quiet else args.progress)
+    try:
+        result = cohort.run_cohort(args.inputs, settings, on_record=progress,
+                                   say=lambda m: _say(args, m))
+    finally:
+        progress.close()
+    counts = result.counts()
+    manifest = settings.outdir / cohort.MANIFEST_CSV
+    print(f"{len(result.records)} of {result.total} case(s) done: {counts['ok']} ok, "
+          f"{counts['warning']} warning, {counts['failed']} failed ({result.skipped} of them "
+          f"done by an earlier run); manifest: {manifest}", flush=True)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return result.exit_code()
 
 
 def cmd_dicom_series(args) -> int:
@@ -464,20 +419,8 @@ def version_text() -> str:
             f"{card.get('version', '')} ({folder})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="femurseg", description="Segment the proximal femur in hip MR images.")
-    p.add_argument("--version", action=VersionAction, text=version_text)
-    global_options(p, "--debug", "--verbose")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    s = sub.add_parser("segment", help="segment one or more MR volumes")
-    s.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image file (.nii.gz, .nii, .nrrd, .mha, .mhd), DICOM folder, or folder of images")
-    s.add_argument("-o", "--output", required=True, metavar="OUTPUT|DIR/",
-                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha, or "
-                        ".dcm: a DICOM Segmentation of a DICOM input), or a folder (an existing "
-                        "one, or a name ending in /); files in a folder are named by case "
-                        "(hip01_0000.nii.gz -> hip01.seg.nrrd)")
+def segment_options(s) -> None:
+    """The options of ``segment`` that ``cohort`` shares: output kinds, model and engine."""
     s.add_argument("--format", choices=list(MAIN_WRITERS), help="file type written into an "
                    "output folder (default .seg.nrrd)")
     s.add_argument("--model", metavar="NAME|DIR", help="a model's name (as `femurseg models` "
@@ -519,10 +462,57 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dense", action="store_true", help="run every fold on the whole volume "
                    "(no region-of-interest cascade; slower, for comparisons)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="femurseg", description="Segment the proximal femur in hip MR images.")
+    p.add_argument("--version", action=VersionAction, text=version_text)
+    global_options(p, "--debug", "--verbose")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("segment", help="segment one or more MR volumes")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image file (.nii.gz, .nii, .nrrd, .mha, .mhd), DICOM folder, or folder of images")
+    s.add_argument("-o", "--output", required=True, metavar="OUTPUT|DIR/",
+                   help="output file for one input (.seg.nrrd, .nii.gz, .nii, .nrrd, .mha, or "
+                        ".dcm: a DICOM Segmentation of a DICOM input), or a folder (an existing "
+                        "one, or a name ending in /); files in a folder are named by case "
+                        "(hip01_0000.nii.gz -> hip01.seg.nrrd)")
+    segment_options(s)
     s.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
     s.add_argument("--progress", default="bar", choices=["bar", "lines", "none"],
                    help="progress display: a bar, 'PROGRESS <pct> <msg>' lines on stderr, or none")
     s.set_defaults(func=cmd_segment)
+
+    c = sub.add_parser("cohort", help="segment a cohort on a Dask cluster (resumable, with a "
+                       "manifest)", description="Segment many inputs on Dask workers (an "
+                       "embedded local cluster, or --scheduler). Outputs are named as with a "
+                       "batch segment; OUTDIR/manifest.csv and manifest.json get one row per "
+                       "input. Rerunning the same command skips the cases already done. Exit "
+                       "code 2 if any input failed, 3 if any only warned, else 0. Needs "
+                       "femurseg[cohort].")
+    c.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM folder, folder "
+                   "of images, or a CSV list with a 'path' column (and optionally 'case'; "
+                   "relative paths are relative to the CSV file)")
+    c.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                   help="output folder (segmentations named by case, the manifest)")
+    segment_options(c)
+    c.add_argument("--workers", type=int, metavar="N", help="worker processes of the embedded "
+                   "cluster (default: one per 2 cores)")
+    c.add_argument("--threads-per-worker", type=int, metavar="M", help="cases run at once in "
+                   "each worker (default 1); ONNX Runtime threads per case default to "
+                   "cores / (N x M)")
+    c.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use this running Dask "
+                   "scheduler and its workers instead of an embedded cluster (they must see "
+                   "the inputs and OUTDIR at the same paths)")
+    c.add_argument("--retries", type=int, default=2, metavar="N", help="run a case again on "
+                   "another worker at most N times when its worker dies (default 2)")
+    c.add_argument("--quiet", action="store_true", help="print nothing but warnings, failures "
+                   "and the summary")
+    c.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "none"],
+                   help="a bar over cases on a terminal, else one line per case (auto)")
+    c.set_defaults(func=cmd_cohort, interrupted="interrupted: the manifest lists the cases "
+                   "that finished; run the same command again to continue")
 
     d = sub.add_parser("dicom-series", help="list the DICOM image series under a folder")
     d.add_argument("folder", metavar="DIR", help="a folder searched with its subfolders (a "
@@ -595,7 +585,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handler.setFormatter(LowerCaseLevels())
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         handlers=[handler])
-    return run(args.func, args)
+    return run(args.func, args, interrupted=getattr(args, "interrupted", "interrupted"))
 
 
 if __name__ == "__main__":

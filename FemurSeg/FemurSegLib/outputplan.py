@@ -182,14 +182,17 @@ class InputPlan:
 def plan_outputs(inputs: Sequence[Path], output: str, *, fmt: Optional[str] = None,
                  probabilities: Optional[str] = None, stl: Optional[str] = None,
                  report: Optional[str] = None, reference: Optional[str] = None,
-                 dicom_seg: Optional[str] = None, stl_names: Sequence[str] = ()
+                 dicom_seg: Optional[str] = None, stl_names: Sequence[str] = (),
+                 cases: Optional[Sequence[str]] = None, folders: bool = False
                  ) -> List[InputPlan]:
-    """Resolve the outputs of every input (see the module docstring for the naming rules)."""
+    """Resolve the outputs of every input (see the module docstring for the naming rules).
+    ``cases``: the case names (default: :func:`~FemurSegLib.images.case_name` of each input);
+    ``folders``: name the outputs as for several inputs even when there is one (a cohort)."""
     from .images import case_name
 
-    n = len(inputs)
-    cases = [case_name(p) for p in inputs]
-    if n > 1 and len(set(cases)) != n:
+    cases = list(cases) if cases is not None else [case_name(p) for p in inputs]
+    n = max(len(inputs), 2) if folders else len(inputs)
+    if n > 1 and len(set(cases)) != len(cases):
         twice = sorted({c for c in cases if cases.count(c) > 1})
         raise InputError(f"two inputs have the same case name ({', '.join(twice)}); segment "
                          "them into different folders")
@@ -382,6 +385,10 @@ class Staging:
                 self._pending.append((made, target))
                 targets.append(target)
             return targets
+
+    def targets(self) -> List[Path]:
+        """The files staged so far (their final paths)."""
+        return [target for _, target in self._pending]
 
     def commit(self) -> List[Path]:
         """Rename every staged file into place; returns the targets."""
