@@ -12,8 +12,9 @@ reference femur label. Variants run case by case, interleaved, so machine load a
 Variants:
   baseline   the dense reference: PyTorch engine, fp32, all folds, flip TTA, every fold on the
              whole volume (--engine torch --tta --dense)
-  optimised  the default `femurseg segment`: ONNX Runtime, no flip TTA on the CPU, and the
-             region-of-interest cascade of the model card (later folds only around the femurs)
+  optimised  the default `femurseg segment`: ONNX Runtime with the model card's settings (its
+             flip TTA choice for the device, its region-of-interest cascade for an ensemble)
+  no-tta     the default without flip test-time augmentation (--no-tta): what TTA costs
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "hip-mri-t1"
 VARIANTS = {
     "baseline": ["--engine", "torch", "--tta", "--dense"],  # fp32, flip TTA, all folds, whole volume
     "optimised": [],                              # the CLI defaults
+    "no-tta": ["--no-tta"],                       # the defaults without flip TTA
 }
 
 CHILD = r"""
