@@ -67,6 +67,24 @@ def test_segment_writes_all_outputs_on_input_grid(tmp_path, capsys, scan, tiny_m
     assert images.grid_mismatch(prob, img) == ""
     assert (tmp_path / "report" / "report.png").is_file()
     assert json.loads((tmp_path / "report" / "volumes.json").read_text(encoding="utf-8"))
+    # one binary STL per segment with voxels, named by its segment ID, in LPS millimetres
+    present = [s for s in seg["segments"] if np.any(seg["voxels"] == s["labelValue"])]
+    assert present
+    assert sorted(p.name for p in (tmp_path / "stl").iterdir()) == sorted(
+        f"{s['id']}.stl" for s in present)
+    lps = images.ijk_to_lps(img)
+    corners = np.array([lps @ [i, j, k, 1] for i in (0, img.GetSize()[0] - 1)
+                        for j in (0, img.GetSize()[1] - 1) for k in (0, img.GetSize()[2] - 1)])
+    for s in present:
+        data = (tmp_path / "stl" / f"{s['id']}.stl").read_bytes()
+        n = int(np.frombuffer(data[80:84], "<u4")[0])
+        assert n > 0 and len(data) == 84 + 50 * n
+        assert b"SPACE=LPS" in data[:80]
+        tri = np.frombuffer(data[84:], np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)),
+                                                 ("a", "<u2")]))["v"].reshape(-1, 3)
+        margin = 2 * max(img.GetSpacing())  # surfaces lie inside the image's box (smoothing)
+        assert np.all(tri >= corners[:, :3].min(axis=0) - margin)
+        assert np.all(tri <= corners[:, :3].max(axis=0) + margin)
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])

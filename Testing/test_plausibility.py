@@ -311,9 +311,10 @@ def test_bundled_model_segments_the_inverted_phantom_plausibly(tmp_path, capsys,
     phantom, inverted = phantom_scans
     code, out, err = run(capsys, "segment", phantom, inverted, "-o", tmp_path / "out",
                          "--progress", "none")
-    assert (code, err) == (0, "")
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "inverted.seg.nrrd")))
-    assert np.unique(labels).tolist() == [0, 1, 2]
+    assert (code, err) == (0, "")  # both plausible: no warning, exit 0
+    for name in ("phantom", "inverted"):
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{name}.seg.nrrd")))
+        assert np.unique(labels).tolist() == [0, 1, 2], name
 
 
 #: on the tiny no-femur model's grid (3.6 mm in-plane), hence its own fingerprint numbers
@@ -342,19 +343,12 @@ def test_no_femur_on_an_inverted_scan_names_the_likely_cause(tmp_path, capsys, p
     assert "2 of 2 inputs gave no femur or an implausible one (see the warnings)" in out
 
 
-def test_plausible_phantom_exits_0(tmp_path, capsys, phantom_scans):
-    code, out, err = run(capsys, "segment", phantom_scans[0], "-o", tmp_path / "p.nii.gz",
-                         "--progress", "none")
-    assert (code, err) == (0, "")
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "p.nii.gz")))
-    assert np.unique(labels).tolist() == [0, 1, 2]
-
-
 @pytest.mark.realdata
 def test_real_scan_with_inverted_contrast(tmp_path, capsys, extreme_models):
-    """Never a silent failure on a real scan with inverted contrast: the default model either
-    segments it close to the mask (exit 0) or warns with the likely cause (exit 3); a model that
-    finds nothing there gets the warning with the fingerprint's numbers."""
+    """Never a silent failure on a real scan with inverted contrast: the default model (0.3.0)
+    segments it poorly (DSC 0.65 against the mask, measured) and must warn with the likely cause
+    (exit 3); a model that finds nothing there gets the warning with the fingerprint's numbers.
+    (A future default model that segments it well fails here: then pin exit 0 instead.)"""
     from FemurSegLib.metrics import dice
 
     data = real_data_dir()
@@ -364,12 +358,13 @@ def test_real_scan_with_inverted_contrast(tmp_path, capsys, extreme_models):
                        tmp_path / "o.nii.gz", "--progress", "none")
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "labelsTr" / "hip01.nii.gz"))) == 1
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "o.nii.gz"))) > 0
-    if dice(pred, ref) < 0.85:
-        assert code == 3
-        assert err.startswith("warning: hip01_inverted.nii.gz: ")
-        assert "likely cause: its intensity profile is unlike the model's training images" in err
-    else:
-        assert (code, err) == (0, "")
+    assert 0.5 < dice(pred, ref) < 0.85
+    assert code == 3
+    assert re.fullmatch(r"warning: hip01_inverted\.nii\.gz: (right|left) femur \d+ ml is far "
+                        r"outside the training cases' 99-154 ml per femur; likely cause: its "
+                        r"intensity profile is unlike the model's training images \(.*\), as "
+                        r"with another contrast \(e\.g\. T2-weighted or inverted\), sequence "
+                        r"or body region\n", err), err
     code, _, err = run(capsys, "segment", tmp_path / "hip01_inverted.nii.gz", "-o",
                        tmp_path / "none.nii.gz", "--progress", "none",
                        "--model", extreme_models["none"])

@@ -105,7 +105,15 @@ def test_lps_fact_right_femur_has_smaller_lps_x():
     labels, was_split = split_femurs(blobs((5, 6, 14), LOW_I, HIGH_I), image)
     assert was_split
     assert labels[2, 2, 2] == 1 and labels[2, 2, 10] == 2  # right = smaller LPS x = larger RAS x
-    assert -x_low > -x_high
+    # the same voxels with i running toward the patient's right (LPS x decreasing with i): the
+    # low-i blob now has the larger LPS x, so it is the left femur; a split by voxel index
+    # instead of by patient coordinates gives the same labels as above and fails here
+    mirrored = make_image(direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert (mirrored.TransformIndexToPhysicalPoint((2, 2, 2))[0]
+            > mirrored.TransformIndexToPhysicalPoint((10, 2, 2))[0])
+    labels, was_split = split_femurs(blobs((5, 6, 14), LOW_I, HIGH_I), mirrored)
+    assert was_split
+    assert labels[2, 2, 2] == 2 and labels[2, 2, 10] == 1
 
 
 R150 = _rotation_z(150)

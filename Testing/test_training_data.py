@@ -114,9 +114,13 @@ def test_plan_command_writes_an_editable_plan(tmp_path, capsys):
     assert "output exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"),
+                                                 (False, False, "cpu"), (True, False, "cuda")])
 @pytest.mark.parametrize("command", ["cv", "fit", "evaluate"])
-def test_device_auto_picks_what_torch_can_use(tmp_path, monkeypatch, capsys, command):
-    """The README's training example runs as written on a CPU machine: --device auto."""
+def test_device_auto_picks_what_torch_can_use(tmp_path, monkeypatch, capsys, command, cuda, mps,
+                                              expected):
+    """The README's training example runs as written on a CPU machine: --device auto takes CUDA
+    when torch sees a GPU, else Apple's MPS, else the CPU."""
     torch = require_torch()
 
     import FemurSegTraining.cv as cv
@@ -131,12 +135,14 @@ def test_device_auto_picks_what_torch_can_use(tmp_path, monkeypatch, capsys, com
 
     monkeypatch.setattr(cv, "run_cv", record)
     monkeypatch.setattr(evaluate, "evaluate_run", record)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    if getattr(torch.backends, "mps", None) is not None:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    elif mps:
+        pytest.skip("this torch build has no torch.backends.mps")
     argv = {"cv": ["cv", "default_3d_f8l4_half"],
             "fit": ["fit", "default_3d_f8l4_half", "--fold", "0"],
             "evaluate": ["evaluate", str(tmp_path)]}[command]
     assert main(argv + ["--device", "auto"]) == 2
     assert capsys.readouterr().err == "error: recorded\n"
-    mps = getattr(torch.backends, "mps", None)
-    expected = ("cuda" if torch.cuda.is_available() else
-                "mps" if mps is not None and mps.is_available() else "cpu")
     assert seen["device"] == expected
