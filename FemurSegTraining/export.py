@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from FemurSegLib.errors import FemurSegError
-from FemurSegLib.files import write_json
+from FemurSegLib.files import replace_folder, write_json
 from FemurSegLib.modelfolder import CARD_NAME, read_card
 
 from .cards import run_card
@@ -141,9 +141,7 @@ def export_run(run_dir, model_dir, *, name: Optional[str] = None, version: str =
         card["export_checks"]["phantom"] = {"size": list(PHANTOM_SIZE),
                                             "spacing": list(PHANTOM_SPACING), "seed": 0}
         write_json(card, staged / CARD_NAME, overwrite=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staged, out)
+        replace_folder(staged, out, overwrite=overwrite)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
     log.info("exported %d network(s) of %s to %s (phantom ONNX/torch difference %.1e)",

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from FemurSegLib.errors import FemurSegError
-from FemurSegLib.files import write_json
+from FemurSegLib.files import replace_folder, write_json
 from FemurSegLib.modelfolder import CARD_NAME, FORMAT_VERSION, load_model, sha256_of
 from FemurSegLib.networks import SoftmaxHead, build_network
 
@@ -74,7 +74,8 @@ def write_model_folder(out_dir: os.PathLike, card: dict, nets: Dict[int, nn.Modu
 
     ``card`` is completed with format version, fold file names and SHA-256 sums, the export date
     and the measured ONNX/PyTorch agreement. The folder is assembled in a temporary folder and
-    moved into place, so a failed export leaves nothing half-written.
+    moved into place (:func:`FemurSegLib.files.replace_folder`), so a failed export leaves
+    nothing half-written and an existing folder is replaced only by a complete one.
     """
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -115,9 +116,7 @@ def write_model_folder(out_dir: os.PathLike, card: dict, nets: Dict[int, nn.Modu
         card["export_checks"]["weights_dtype"] = "float16" if half_precision_weights else "float32"
         write_json(card, tmp / CARD_NAME, overwrite=True)
         load_model(tmp, need="any")  # verify what we wrote
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_folder(tmp, out, overwrite=overwrite)  # the old folder is kept until then
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -229,6 +229,32 @@ def test_export_refused_when_onnx_and_torch_disagree(evaluated_run, monkeypatch,
     assert sorted(p.name for p in base.iterdir()) == before  # nothing left behind
 
 
+def test_export_over_a_model_keeps_it_when_the_rename_fails(evaluated_run, monkeypatch):
+    """export --overwrite moves the old model folder aside and puts it back when the new one
+    cannot be renamed in (before, it deleted the old folder first: a crash lost both)."""
+    import os
+
+    from FemurSegTraining.export import export_run
+
+    base, _, run = evaluated_run
+    model = base / "model_kept"
+    export_run(run, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst) == model and not Path(src).name.endswith(".old"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    names = sorted(p.name for p in base.iterdir())
+    with pytest.raises(OSError, match="No space left on device"):
+        export_run(run, model, overwrite=True, version="2.0.0")
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    assert sorted(p.name for p in base.iterdir()) == names  # no staging or backup left
+
+
 def test_export_card_extra_adds_notes(evaluated_run):
     from FemurSegLib.modelfolder import load_model
 

@@ -3,9 +3,14 @@
 :func:`read_json` is the one JSON reader of the project (model cards, configs, plans, dataset
 descriptions, splits, runs, card extras): every failure is one line naming what was read.
 
-Every output of FemurSeg goes through :func:`atomic_path`: written under a temporary name beside
-the target, renamed into place only when complete, and an existing file is refused unless
-``overwrite``.
+The one atomic-write module: every output of FemurSeg goes through it.
+
+- :func:`atomic_path`: one file, written under a temporary name beside the target and renamed into
+  place only when complete; an existing file is refused unless ``overwrite``.
+- :class:`Staging`: several files (the outputs of one input, a MetaImage header and its data
+  file) renamed into place together, all or nothing.
+- :func:`replace_folder`: a complete folder (a model folder) renamed into place; an existing one
+  is moved aside first and put back if the rename fails, so a crash never loses both.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import contextlib
 import json
 import os
 import re
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .errors import OutputExistsError
+from .errors import OutputError, OutputExistsError
 
 PathLike = Union[str, os.PathLike]
 
@@ -96,6 +103,36 @@ def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def replace_folder(staged: PathLike, target: PathLike, *, overwrite: bool = False) -> Path:
+    """Rename the complete folder ``staged`` to ``target`` (both in the same file system).
+
+    An existing ``target`` is refused unless ``overwrite``; with it, the old folder is first
+    renamed aside (``.NAME.TOKEN.old`` beside it), then ``staged`` is renamed in, and only then is
+    the old folder removed. If renaming ``staged`` in fails, the old folder is put back: at every
+    moment one complete folder is at ``target`` or beside it, never neither.
+    """
+    staged, target = Path(staged), Path(target)
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"output exists: {target} (use --overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    backup = None
+    if target.exists():
+        backup = target.parent / f".{target.name}.{secrets.token_hex(4)}.old"
+        os.replace(target, backup)
+    try:
+        os.replace(staged, target)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, target)
+        raise
+    if backup is not None:
+        if backup.is_dir() and not backup.is_symlink():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            backup.unlink(missing_ok=True)
+    return target
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -119,6 +156,147 @@ def write_text(text: str, path: PathLike, *, overwrite: bool = False) -> Path:
     return Path(path)
 
 
+class Staging:
+    """Outputs of one input, written under temporary names and renamed into place together.
+
+    ::
+
+        with Staging(overwrite) as staging:
+            staging.write(path, lambda tmp: writer(tmp))           # one file
+            staging.write_folder(folder, lambda tmp_dir: ...)      # files into a folder
+            staging.commit()
+
+    Leaving the block without :meth:`commit` (an exception) removes every temporary file and
+    every folder the staging made; existing files are never touched before the commit, and a
+    failed commit puts back what it had replaced.
+    """
+
+    def __init__(self, overwrite: bool = False):
+        self.overwrite = overwrite
+        self._pending: List[Tuple[Path, Path]] = []   # (temporary, target)
+        self._temp_dirs: List[Path] = []
+        self._made_dirs: List[Path] = []
+        self._token = secrets.token_hex(4)
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.discard()
+
+    def _make_dirs(self, folder: Path) -> None:
+        missing = []
+        p = folder
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            d.mkdir()
+            self._made_dirs.append(d)
+
+    def _temporary(self, target: Path) -> Path:
+        return target.parent / f".{target.name}.{self._token}.part{_ending(target)}"
+
+    def write(self, target: Path, write: Callable[[Path], None]) -> None:
+        """Write one file: ``write(tmp)`` writes it at a temporary path beside ``target``."""
+        target = Path(target)
+        with _as_output_error(target):
+            self._make_dirs(target.parent)
+            tmp = self._temporary(target)
+            self._pending.append((tmp, target))
+            write(tmp)
+            if not tmp.is_file():
+                raise OutputError(f"cannot write {target}: the writer made no file")
+
+    def write_folder(self, folder: Path, write: Callable[[Path], None], *,
+                     last: Sequence[str] = ()) -> List[Path]:
+        """Write files into ``folder``: ``write(tmp_dir)`` writes them into a temporary folder
+        inside it; each file is then staged under its own name (the names in ``last`` after
+        the others: a header after the data file it names). Returns the targets."""
+        folder = Path(folder)
+        with _as_output_error(folder):
+            self._make_dirs(folder)
+            tmp_dir = folder / f".femurseg-{self._token}.part"
+            tmp_dir.mkdir()
+            self._temp_dirs.append(tmp_dir)
+            write(tmp_dir)
+            targets = []
+            for made in sorted(tmp_dir.iterdir(), key=lambda p: (p.name in last, p.name)):
+                target = folder / made.name
+                self._pending.append((made, target))
+                targets.append(target)
+            return targets
+
+    def targets(self) -> List[Path]:
+        """The files staged so far (their final paths)."""
+        return [target for _, target in self._pending]
+
+    def commit(self) -> List[Path]:
+        """Rename every staged file into place; returns the targets."""
+        replaced: List[Tuple[Path, Path]] = []  # (backup, target)
+        placed: List[Path] = []
+        try:
+            for tmp, target in self._pending:
+                with _as_output_error(target):
+                    if target.exists():
+                        if not self.overwrite:
+                            raise OutputExistsError(f"output exists: {target} (use --overwrite "
+                                                    "to replace it)")
+                        backup = target.parent / f".{target.name}.{self._token}.old"
+                        os.replace(target, backup)
+                        replaced.append((backup, target))
+                    os.replace(tmp, target)
+                    placed.append(target)
+        except BaseException:
+            for target in placed:
+                target.unlink(missing_ok=True)
+            for backup, target in replaced:
+                os.replace(backup, target)
+            raise
+        for backup, _ in replaced:
+            backup.unlink(missing_ok=True)
+        done = [target for _, target in self._pending]
+        self._pending = []
+        self.discard()  # folders made for nothing (no STL surface to write) go too
+        return done
+
+    def discard(self) -> None:
+        """Remove what is still staged and the folders made for it (only if empty)."""
+        for tmp, _ in self._pending:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        self._pending = []
+        for d in self._temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self._temp_dirs = []
+        for d in reversed(self._made_dirs):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        self._made_dirs = []
+
+
+class _as_output_error:
+    """Turn an ``OSError`` into ``OutputError("cannot write PATH: reason")``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, OSError):
+            reason = exc.strerror or str(exc) or exc_type.__name__
+            raise OutputError(f"cannot write {self.path}: {reason}") from None
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# JSON
 
 
 def json_ready(obj):

@@ -8,17 +8,15 @@ direction cosines (LPS, as ITK uses). Arrays taken from them are indexed ``[k, j
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, OutputError, OutputExistsError, itk_message
+from .errors import InputError, OutputError, itk_message
 # the file-name helpers live in files; images re-exports them for its callers
-from .files import (IMAGE_SUFFIXES, PathLike, _umask, atomic_path, case_name,  # noqa: F401
+from .files import (IMAGE_SUFFIXES, PathLike, Staging, atomic_path, case_name,  # noqa: F401
                     check_writable, image_suffix, strip_image_suffix)
 from .truncation import missing_data
 
@@ -236,25 +234,22 @@ def write_image(image: sitk.Image, path: PathLike, *, overwrite: bool = False,
 
 
 def _write_mhd(image: sitk.Image, path: Path, overwrite: bool, compress: bool) -> Path:
-    """MetaImage writes a header and a data file that the header names: write both with their
-    final names in a temporary folder beside the target, then rename them into place (data
-    file first, so the header never points at a missing file)."""
+    """MetaImage writes a header and a data file that the header names: both are written with
+    their final names into a temporary folder beside the target and renamed into place together
+    by :class:`~FemurSegLib.files.Staging` (data file first, so the header never points at a
+    missing file; an existing file is refused unless ``overwrite``, and a failed rename puts
+    back what it had replaced)."""
     target = check_writable(path, overwrite)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=str(target.parent)))
-    try:
-        sitk.WriteImage(image, str(tmp_dir / target.name), compress)
-        data_files = [p for p in tmp_dir.iterdir() if p.name != target.name]
-        for p in data_files:
-            if (target.parent / p.name).exists() and not overwrite:
-                raise OutputExistsError(f"output exists: {target.parent / p.name} "
-                                        "(use --overwrite to replace it)")
-        for p in data_files + [tmp_dir / target.name]:
-            os.chmod(p, 0o666 & ~_umask())
-            os.replace(p, target.parent / p.name)
-    finally:
-        for p in tmp_dir.iterdir():
-            p.unlink()
-        tmp_dir.rmdir()
+
+    def write(tmp_dir: Path) -> None:
+        try:
+            sitk.WriteImage(image, str(tmp_dir / target.name), compress)
+        except RuntimeError as exc:  # ITK reports a failed write (disk full, ...) this way
+            raise OutputError(f"cannot write {path}: {itk_message(exc)}") from None
+
+    with Staging(overwrite) as staging:
+        staging.write_folder(target.parent, write, last=(target.name,))
+        staging.commit()
     return target
 
 

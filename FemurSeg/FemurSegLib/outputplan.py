@@ -14,8 +14,9 @@ nothing per input.
    an existing file (unless ``overwrite``), not a folder, and the nearest existing parent is a
    folder in which a file can be created (tried, not guessed from permission bits).
 
-3. :class:`Staging` writes the outputs of one input under temporary names beside their targets
-   and renames them all into place only when every one of them is complete; a failure removes the
+3. :class:`~FemurSegLib.files.Staging` (in the atomic-write module, re-exported here) writes
+   the outputs of one input under temporary names beside their targets and renames them all
+   into place only when every one of them is complete; a failure removes the
    temporary files (and the folders it made) and leaves existing files untouched. Any
    ``OSError`` while writing becomes :class:`~FemurSegLib.errors.OutputError` ``cannot write
    PATH: reason``.
@@ -27,15 +28,13 @@ and a function ``writer(produced, path)`` that writes one file at ``path``.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import InputError, OutputError, OutputExistsError
-from .files import _ending
+from .files import Staging, _ending  # noqa: F401  (Staging: written by files)
 
 
 @dataclass
@@ -311,144 +310,3 @@ def check_outputs(plans: Sequence[InputPlan], overwrite: bool) -> None:
                 raise OutputError(f"output {target} is an input")
             seen[key] = target
             check_target(target, overwrite)
-
-
-# ----------------------------------------------------------------------------------------------
-# All or nothing per input
-
-
-class Staging:
-    """Outputs of one input, written under temporary names and renamed into place together.
-
-    ::
-
-        with Staging(overwrite) as staging:
-            staging.write(path, lambda tmp: writer(tmp))           # one file
-            staging.write_folder(folder, lambda tmp_dir: ...)      # files into a folder
-            staging.commit()
-
-    Leaving the block without :meth:`commit` (an exception) removes every temporary file and
-    every folder the staging made; existing files are never touched before the commit, and a
-    failed commit puts back what it had replaced.
-    """
-
-    def __init__(self, overwrite: bool = False):
-        self.overwrite = overwrite
-        self._pending: List[Tuple[Path, Path]] = []   # (temporary, target)
-        self._temp_dirs: List[Path] = []
-        self._made_dirs: List[Path] = []
-        self._token = secrets.token_hex(4)
-
-    def __enter__(self) -> "Staging":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.discard()
-
-    def _make_dirs(self, folder: Path) -> None:
-        missing = []
-        p = folder
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        for d in reversed(missing):
-            d.mkdir()
-            self._made_dirs.append(d)
-
-    def _temporary(self, target: Path) -> Path:
-        return target.parent / f".{target.name}.{self._token}.part{_ending(target)}"
-
-    def write(self, target: Path, write: Callable[[Path], None]) -> None:
-        """Write one file: ``write(tmp)`` writes it at a temporary path beside ``target``."""
-        target = Path(target)
-        with _as_output_error(target):
-            self._make_dirs(target.parent)
-            tmp = self._temporary(target)
-            self._pending.append((tmp, target))
-            write(tmp)
-            if not tmp.is_file():
-                raise OutputError(f"cannot write {target}: the writer made no file")
-
-    def write_folder(self, folder: Path, write: Callable[[Path], None]) -> List[Path]:
-        """Write files into ``folder``: ``write(tmp_dir)`` writes them into a temporary folder
-        inside it; each file is then staged under its own name. Returns the targets."""
-        folder = Path(folder)
-        with _as_output_error(folder):
-            self._make_dirs(folder)
-            tmp_dir = folder / f".femurseg-{self._token}.part"
-            tmp_dir.mkdir()
-            self._temp_dirs.append(tmp_dir)
-            write(tmp_dir)
-            targets = []
-            for made in sorted(tmp_dir.iterdir()):
-                target = folder / made.name
-                self._pending.append((made, target))
-                targets.append(target)
-            return targets
-
-    def targets(self) -> List[Path]:
-        """The files staged so far (their final paths)."""
-        return [target for _, target in self._pending]
-
-    def commit(self) -> List[Path]:
-        """Rename every staged file into place; returns the targets."""
-        replaced: List[Tuple[Path, Path]] = []  # (backup, target)
-        placed: List[Path] = []
-        try:
-            for tmp, target in self._pending:
-                with _as_output_error(target):
-                    if target.exists():
-                        if not self.overwrite:
-                            raise OutputExistsError(f"output exists: {target} (use --overwrite "
-                                                    "to replace it)")
-                        backup = target.parent / f".{target.name}.{self._token}.old"
-                        os.replace(target, backup)
-                        replaced.append((backup, target))
-                    os.replace(tmp, target)
-                    placed.append(target)
-        except BaseException:
-            for target in placed:
-                target.unlink(missing_ok=True)
-            for backup, target in replaced:
-                os.replace(backup, target)
-            raise
-        for backup, _ in replaced:
-            backup.unlink(missing_ok=True)
-        done = [target for _, target in self._pending]
-        self._pending = []
-        self.discard()  # folders made for nothing (no STL surface to write) go too
-        return done
-
-    def discard(self) -> None:
-        """Remove what is still staged and the folders made for it (only if empty)."""
-        for tmp, _ in self._pending:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-        self._pending = []
-        for d in self._temp_dirs:
-            shutil.rmtree(d, ignore_errors=True)
-        self._temp_dirs = []
-        for d in reversed(self._made_dirs):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        self._made_dirs = []
-
-
-class _as_output_error:
-    """Turn an ``OSError`` into ``OutputError("cannot write PATH: reason")``."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and issubclass(exc_type, OSError):
-            reason = exc.strerror or str(exc) or exc_type.__name__
-            raise OutputError(f"cannot write {self.path}: {reason}") from None
-        return False
