@@ -8,8 +8,9 @@ the paper's ones. A config names every hyper-parameter; unknown keys are an erro
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from FemurSegLib.errors import FemurSegError
 from FemurSegLib.files import read_json
@@ -116,6 +117,41 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
         raise FemurSegError(f"config {p.name} has no patch_size (set it, or pass --plan PLAN.json)")
     cfg["config_file"] = str(p)
     return cfg
+
+
+#: keys that say where a config was read from, not what it trains: a run started from another
+#: checkout (another folder) resumes all the same
+PROVENANCE_KEYS = ("config_file", "plan_file")
+_ABSENT = object()
+
+
+def config_differences(stored: dict, given: dict) -> List[str]:
+    """What differs between a run's stored config and the ``given`` one, one item per setting
+    (``KEY: STORED -> GIVEN``, nested keys joined by dots), without :data:`PROVENANCE_KEYS`.
+    A key either config lacks counts as its default (:data:`DEFAULTS`, merged as
+    :func:`load_config` merges them), so that a setting added to the code later does not make
+    older runs differ."""
+    out: List[str] = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{prefix}{k}.")
+        elif a != b:
+            show = lambda v: "(absent)" if v is _ABSENT else json.dumps(v)  # noqa: E731
+            out.append(f"{prefix[:-1]}: {show(a)} -> {show(b)}")
+
+    def completed(cfg: dict) -> dict:  # the defaults under it, merged as load_config does
+        out = {k: v for k, v in cfg.items() if k not in PROVENANCE_KEYS}
+        for k, v in DEFAULTS.items():
+            if isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = {**v, **out[k]}
+            else:
+                out.setdefault(k, v)
+        return out
+
+    walk(completed(stored), completed(given), "")
+    return out
 
 
 def check_lr_schedule(schedule, where: str = "config") -> None:

@@ -26,7 +26,7 @@ from FemurSegLib.errors import FemurSegError
 from FemurSegLib.files import read_json, write_json
 from FemurSegLib.preprocessing import InputSpec
 
-from .config import foreground_index
+from .config import config_differences, foreground_index
 from .data import Dataset, TargetSpec, foreground_value, load_dataset, preprocess_case
 from .splits import check_splits, load_or_make_splits
 
@@ -61,6 +61,21 @@ def read_run(run_dir: Path) -> dict:
 
 def save_run(run_dir: Path, run: dict) -> None:
     write_json(run, Path(run_dir) / "run.json", overwrite=True)
+
+
+def check_same_config(run: dict, cfg: dict, run_dir: Path) -> None:
+    """Refuse to train ``cfg`` in a run folder that holds a run of another config (resumed or
+    further folds), listing the differences (:func:`.config.config_differences`: where the
+    config file lies does not count)."""
+    stored = run.get("config")
+    if not stored:
+        return
+    differences = config_differences(stored, cfg)
+    if differences:
+        raise FemurSegError(
+            f"{run_dir} holds a run of config {stored.get('name')!r} that differs from the given "
+            f"config {cfg.get('name')!r} (stored -> given): {'; '.join(differences)}. Use the "
+            "run's own config, or another run folder")
 
 
 def target_spec(cfg: dict, dataset: Dataset) -> TargetSpec:
@@ -109,6 +124,7 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_same_config(read_run(run_dir), cfg, run_dir)  # before the data is read and cached
     main = world()[0] == 0
     if main:  # rank 0 validates, caches and splits first; the other ranks then read the results
         dataset, cases, splits = prepare_run(cfg, data_dir, run_dir, cache_dir)
@@ -116,9 +132,6 @@ def run_cv(cfg: dict, run_dir: Path, *, data_dir: Optional[str] = None,
     if not main:
         dataset, cases, splits = prepare_run(cfg, data_dir, run_dir, cache_dir)
     run = read_run(run_dir)
-    if run and run.get("config", {}).get("name") not in (None, cfg["name"]):
-        raise FemurSegError(f"{run_dir} holds a run of config {run['config']['name']!r}, "
-                            f"not {cfg['name']!r}")
     run.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     run["config"] = cfg
     run["dataset"] = {"path": str(Path(dataset.root).resolve()), "cases": len(dataset.cases),

@@ -143,3 +143,66 @@ def test_time_budget_plan_survives_resume(tmp_path):
     # resumed without a budget, the plan of the checkpoint still holds
     result = fit(cfg, 0, train, val, tmp_path / "run", resume=True, progress=False)
     assert result.epochs == 6 and _state(tmp_path / "run")["planned_epochs"] == 6
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming needs the run's own config
+
+
+def test_config_differences_known_answer():
+    from FemurSegTraining.config import config_differences
+
+    stored = {"name": "a", "optimizer": {"name": "adam", "lr": 0.002}, "max_epochs": 240,
+              "config_file": "/work/main/FemurSegTraining/configs/a.json"}
+    given = {"name": "a", "optimizer": {"name": "adam", "lr": 0.001}, "max_epochs": 240,
+             "patience": 10, "config_file": "/elsewhere/a.json", "plan_file": "/x/plan.json",
+             "augment": {"flip_lr": True}}
+    # where the file lies does not count; a key the stored config lacks counts as its default
+    # (patience 10, augment), nested sections are compared key by key
+    assert config_differences(stored, given) == ["optimizer.lr: 0.002 -> 0.001"]
+    assert config_differences(given, {**given, "augment": {"flip_lr": False}, "seed": 1}) == [
+        "augment.flip_lr: true -> false", "seed: 0 -> 1"]
+    assert config_differences({"a": [1, 2]}, {"a": [1, 3], "b": None}) == [
+        "a: [1, 2] -> [1, 3]", "b: (absent) -> null"]
+
+
+def test_a_run_started_in_another_checkout_resumes():
+    """The stored config of a run started from /work/main (the shape of a real run.json) is the
+    named config read from this checkout: only config_file differs, and it does not count."""
+    from FemurSegTraining.cv import check_same_config
+
+    cfg = load_config("default_25d_f16l5_long")
+    stored = {**cfg, "config_file": "/work/main/FemurSegTraining/configs/"
+                                    "default_25d_f16l5_long.json"}
+    check_same_config({"config": stored}, cfg, "RUN")  # no error
+    assert cfg["num_workers"] == 0
+    del stored["num_workers"]  # a run made before a setting existed: its default
+    check_same_config({"config": stored}, cfg, "RUN")
+    with pytest.raises(FemurSegError, match=r"^RUN holds a run of config 'default_25d_f16l5_long' "
+                       r"that differs from the given config 'default_25d_f16l5_long' \(stored -> "
+                       r"given\): num_workers: 0 -> 2\. Use the run's own config, or another "
+                       r"run folder$"):
+        check_same_config({"config": stored}, {**cfg, "num_workers": 2}, "RUN")
+
+
+def test_resuming_with_another_config_is_refused_with_the_differences(tmp_path, capsys):
+    """Before, only the config's name was compared and the stored config was overwritten."""
+    import json
+
+    from FemurSegTraining.cli import main
+
+    cfg_path = write_config(tmp_path / "tiny.json", TINY_3D)
+    cfg = load_config(str(cfg_path))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stored = {**cfg, "optimizer": {**cfg["optimizer"], "lr": 0.5}, "max_epochs": 7}
+    (run_dir / "run.json").write_text(json.dumps({"config": stored}), encoding="utf-8")
+    before = (run_dir / "run.json").read_bytes()
+    assert main(["fit", str(cfg_path), "--fold", "0", "--run-dir", str(run_dir), "--resume",
+                 "--data", str(tmp_path / "no-data"), "--quiet"]) == 2
+    lr = cfg["optimizer"]["lr"]
+    assert capsys.readouterr().err == (
+        f"error: {run_dir} holds a run of config 'tiny' that differs from the given config "
+        f"'tiny' (stored -> given): max_epochs: 7 -> {cfg['max_epochs']}; optimizer.lr: 0.5 -> "
+        f"{lr}. Use the run's own config, or another run folder\n")
+    assert (run_dir / "run.json").read_bytes() == before  # not overwritten
