@@ -146,7 +146,7 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
                 subj = {"subject": name, "fold": k, "roc_auc": pm["roc_auc"],
                         "average_precision": pm["average_precision"]}
                 subjects.append(subj)
-                rows += _mask_rows(subj, prob >= 0.5, ref, image, 0.5, "0.5", pp_kind)
+                rows += _mask_rows(subj, prob, 0.5, ref, image, 0.5, "0.5", pp_kind)
                 if progress:
                     log.info("fold %d %s: DSC %.4f at 0.5 (%.0f s)", k, name, rows[-2]["dsc"],
                              time.perf_counter() - t0)
@@ -159,7 +159,7 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
             label = images.read_label(case.label_path, image)
             ref = sitk.GetArrayViewFromImage(label) == dataset.foreground_label
             q = np.load(Path(tmp) / f"{subj['subject']}.npy")
-            rows += _mask_rows(subj, q >= level, ref, image, threshold, "pr", pp_kind)
+            rows += _mask_rows(subj, q, level, ref, image, threshold, "pr", pp_kind)
     summary = _summary(run_dir, run, cfg, rows, todo, curve, threshold, p_opt, r_opt, pp_kind,
                        time.perf_counter() - t_start)
     summary["inference"] = {**spec.to_dict(), "threshold": threshold, "tta": tta,
@@ -170,12 +170,15 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
     return summary
 
 
-def _mask_rows(subj: dict, mask: np.ndarray, ref: np.ndarray, image: sitk.Image,
+def _mask_rows(subj: dict, scores: np.ndarray, cut, ref: np.ndarray, image: sitk.Image,
                threshold: float, kind: str, pp_kind: str) -> List[dict]:
+    """Mask metrics without and with post-processing of ``scores >= cut`` (probabilities and
+    0.5, or quantised scores and the level of ``threshold``), labelled as the product labels."""
     spacing = metrics.array_spacing(image)
     out = []
     for pp in (False, True):
-        m = postprocess.apply_rule(mask, image, pp_kind, split=False)[0] > 0 if pp else mask
+        m = postprocess.label_probability(scores, image, cut, pp_kind if pp else "none",
+                                          split=False)[0] > 0
         row = {"subject": subj["subject"], "fold": subj["fold"], "variant": variant_key(kind, pp),
                "threshold": threshold, "postprocess": pp_kind if pp else "none",
                **metrics.evaluate_masks(m, ref, spacing),

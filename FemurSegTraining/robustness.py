@@ -73,7 +73,8 @@ def robustness_run(run_dir, *, contrasts: Sequence[str] = tuple(CONTRASTS),
                 t0 = time.perf_counter()
                 changed = contrast_copy(image, kind, case_seed(name))
                 prob = sitk.GetArrayFromImage(seg.segment(changed).probability)
-                mask = postprocess.apply_rule(prob >= threshold, image, rule, split=False)[0] > 0
+                mask = postprocess.label_probability(prob, image, threshold, rule,
+                                                     split=False)[0] > 0
                 m = metrics.evaluate_masks(mask, ref, spacing)
                 rows.append({"subject": name, "fold": k, "contrast": kind,
                              **{c: m[c] for c in COLUMNS[3:]}})

@@ -9,9 +9,9 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from FemurSegLib.errors import InputError
-from FemurSegLib.postprocess import (femur_side, keep_components, largest_component,
-                                     side_from_anatomy, side_from_coordinates, side_regions,
-                                     split_femurs)
+from FemurSegLib.postprocess import (femur_side, keep_components, label_probability,
+                                     largest_component, side_from_anatomy,
+                                     side_from_coordinates, side_regions, split_femurs)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hip-mri-t1"
 
@@ -372,3 +372,64 @@ def test_side_regions_of_one_femur_cover_the_image():
     assert list(regions) == ["right"]  # x -40 mm: the patient's right
     assert regions["right"].all()
     assert side_regions(np.zeros((5, 6, 14), bool), make_image()) == {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Threshold and post-processing: one function for segment, evaluate and robustness
+
+
+def test_label_probability_thresholds_inclusively_then_applies_the_rule():
+    image = make_image()
+    prob = np.zeros((5, 6, 14), dtype=np.float32)
+    prob[1:4, 1:4, 1:4] = 0.6     # right femur (low i)
+    prob[1:4, 1:4, 9:12] = 0.593  # left femur, exactly at the threshold: kept (>=)
+    prob[0, 5, 6] = 0.9           # a stray voxel
+    labels, split = label_probability(prob, image, 0.593, "largest_per_femur")
+    assert split
+    expected = np.zeros(prob.shape, np.uint8)
+    expected[1:4, 1:4, 1:4], expected[1:4, 1:4, 9:12] = 1, 2
+    np.testing.assert_array_equal(labels, expected)
+    labels, split = label_probability(prob, image, 0.6, "none")  # the mask alone
+    assert not split
+    np.testing.assert_array_equal(labels, (prob >= 0.6).astype(np.uint8))
+    # quantised scores and their level (as evaluate passes them) give the same mask
+    levels = np.floor(prob * 1000).astype(np.int32)
+    np.testing.assert_array_equal(label_probability(levels, image, 593, "largest")[0],
+                                  label_probability(prob, image, 0.593, "largest")[0])
+
+
+def test_only_label_probability_applies_the_rule():
+    """segment, evaluate and robustness call label_probability; none thresholds and
+    post-processes on its own (before, evaluate and robustness re-applied both themselves)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    callers = {}
+    for path in sorted((root / "FemurSeg").rglob("*.py")) + sorted(
+            (root / "FemurSegTraining").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                if name in ("apply_rule", "label_probability"):
+                    callers.setdefault(name, set()).add(path.name)
+    assert callers == {"apply_rule": {"postprocess.py"},
+                       "label_probability": {"inference.py", "evaluate.py", "robustness.py"}}
+
+
+def test_segmenter_labels_through_label_probability(tiny_model_dir, monkeypatch):
+    from FemurSegLib import postprocess
+    from FemurSegLib.inference import Segmenter
+    from FemurSegLib.phantom import make_phantom
+
+    calls = []
+    real = postprocess.label_probability
+
+    def record(prob, image, threshold, rule, **kwargs):
+        calls.append((threshold, rule, kwargs))
+        return real(prob, image, threshold, rule, **kwargs)
+
+    monkeypatch.setattr(postprocess, "label_probability", record)
+    seg = Segmenter.from_folder(tiny_model_dir, device="cpu", engine="onnx", tta=False)
+    seg.segment(make_phantom(0, size=(40, 40, 8), spacing=(3.6, 3.6, 5.2)).image)
+    assert calls == [(0.5, "largest_per_femur", {"split": True})]

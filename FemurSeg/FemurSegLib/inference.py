@@ -384,9 +384,9 @@ class Segmenter:
         prob = to_input_grid(fg, prep.grid, image, order="linear")
         prob_arr = np.clip(sitk.GetArrayViewFromImage(prob), 0.0, 1.0).astype(np.float32)
         threshold = self.model.threshold
-        mask = prob_arr >= threshold
-        labels, split = postprocess.apply_rule(mask, image, self.model.inference.postprocess,
-                                               split=self.split)
+        labels, split = postprocess.label_probability(prob_arr, image, threshold,
+                                                      self.model.inference.postprocess,
+                                                      split=self.split)
         labelmap = array_to_image(labels.astype(np.uint8), image)
         probability = array_to_image(prob_arr, image)
         timings["postprocess_s"] = time.perf_counter() - t2

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .images import ijk_to_lps
 
-__all__ = ["largest_component", "keep_components", "split_femurs", "apply_rule", "femur_side",
+__all__ = ["largest_component", "keep_components", "split_femurs", "apply_rule", "label_probability", "femur_side",
            "side_from_coordinates", "side_from_anatomy", "side_regions"]
 
 
@@ -192,6 +192,20 @@ def apply_rule(mask: np.ndarray, image: sitk.Image, rule: str, *, split: bool = 
     if rule == "none":
         return _check_mask(mask).astype(np.uint8), False
     raise ValueError(f"unknown post-processing rule {rule!r} (largest_per_femur, largest, none)")
+
+
+def label_probability(probability: np.ndarray, image: sitk.Image, threshold: float, rule: str,
+                      *, split: bool = True) -> Tuple[np.ndarray, bool]:
+    """The one place where a foreground probability becomes a label map: the voxels with
+    ``probability >= threshold``, then the card's post-processing ``rule`` (:func:`apply_rule`).
+    ``femurseg segment`` (:class:`FemurSegLib.inference.Segmenter`), ``femurseg-train evaluate``
+    and ``robustness`` all call it, so they score exactly what the product outputs.
+
+    ``probability`` may be on any monotonic scale, ``threshold`` on the same (evaluate passes
+    its quantised scores and the quantised level). Rule ``"none"`` gives the thresholded mask
+    alone. Returns ``(labelmap, was_split)`` as :func:`apply_rule`.
+    """
+    return apply_rule(np.asarray(probability) >= threshold, image, rule, split=split)
 
 
 def side_regions(reference: np.ndarray, image: sitk.Image) -> Dict[str, np.ndarray]:
