@@ -7,7 +7,7 @@ STAMP := $(VENV)/.femurseg-installed
 # unpinned torch would pull a multi-GB CUDA build. Users may use any recent torch.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test bench train-default compare-2d-3d clean-venv
+.PHONY: setup demo test test-all bench train-default compare-2d-3d clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ setup: $(STAMP)
 demo: setup
 	$(PY) scripts/demo.py --out demo-output
 
+# the fast set (the bulk of the tests, a few minutes); test-all adds the slow ones (bundled-model
+# runs, training end to end, DDP, subprocesses, DICOM tools) and is what CI (.ci/run) runs
 test: setup
+	$(PY) -m pytest -q -m "not slow" Testing
+
+test-all: setup
 	$(PY) -m pytest -q Testing
 
 bench: setup

@@ -17,6 +17,7 @@ import numpy as np
 
 from FemurSegLib import files
 from FemurSegLib.errors import FemurSegError
+from FemurSegLib.metrics import mean_sd  # noqa: F401  (the one helper; evaluate, robustness)
 
 #: (key in the per-subject rows, column title)
 TABLE_METRICS = [("dsc", "DSC"), ("dsc_labelled_slices", "DSC (labelled slices)"),
@@ -32,14 +33,6 @@ def variant_key(threshold_kind: str, pp: bool) -> str:
 
 
 VARIANTS = [("0.5", False), ("pr", False), ("0.5", True), ("pr", True)]
-
-def mean_sd(values: Sequence[float]) -> Tuple[float, float, int]:
-    """Mean and sample standard deviation of the finite values, and how many there were."""
-    a = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if a.size == 0:
-        return math.nan, math.nan, 0
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0, int(a.size)
-
 
 def table_row(label: str, threshold: float, threshold_kind: str,
               subjects: Sequence[dict]) -> dict:

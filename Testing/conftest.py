@@ -64,3 +64,32 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_2d_dir(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models2d") / "tiny-2d", kind="2d")
+
+
+@pytest.fixture(scope="module")
+def shared_segmenters():
+    """One loaded :class:`~FemurSegLib.inference.Segmenter` per model folder and settings for a
+    whole test module: ``femurseg segment`` called in-process (``cli.main``) then loads the
+    bundled model once, not for every call. For tests that do not need a fresh process and never
+    change a model folder in place (a changed card gives a new entry: its size and time are in
+    the key). Yields the cache (``{key: segmenter}``)."""
+    import os
+
+    from FemurSegLib.inference import Segmenter
+
+    cache = {}
+    load = Segmenter.from_folder.__func__
+
+    def from_folder(cls, model_dir, **kwargs):
+        card = Path(model_dir) / "model.json"
+        stat = os.stat(card) if card.is_file() else None
+        key = (str(Path(model_dir).resolve()), stat and (stat.st_size, stat.st_mtime_ns),
+               tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        if key not in cache:
+            cache[key] = load(cls, model_dir, **kwargs)
+        return cache[key]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(Segmenter, "from_folder", classmethod(from_folder))
+    yield cache
+    patch.undo()

@@ -44,6 +44,7 @@ def assert_tiny_result(code, err, *names):
                             r"image", line), line
 
 
+@pytest.mark.slow
 def test_segment_writes_all_outputs_on_input_grid(tmp_path, capsys, scan, tiny_model_dir):
     out = tmp_path / "hip.seg.nrrd"
     code, stdout, err = run(capsys, "segment", scan, "-o", out, "--model", tiny_model_dir,
@@ -222,6 +223,7 @@ def test_models_lists_installed(tmp_path, capsys, tiny_model_dir, monkeypatch):
     assert code == 0 and "[installed]" in out and "tiny-3d" in out
 
 
+@pytest.mark.slow
 def test_segment_path_does_not_import_torch(tmp_path, scan, tiny_model_dir):
     code = ("import sys; from FemurSegLib.cli import main; "
             f"rc = main(['segment', {str(scan)!r}, '-o', {str(tmp_path / 'o.seg.nrrd')!r}, "
@@ -231,6 +233,7 @@ def test_segment_path_does_not_import_torch(tmp_path, scan, tiny_model_dir):
     assert res.stdout.split() == ["3", "False"], res.stderr  # 3: the tiny model's result
 
 
+@pytest.mark.slow
 def test_progress_lines_for_the_slicer_module(tmp_path, scan, tiny_model_dir):
     res = subprocess.run([sys.executable, "-m", "FemurSegLib.cli", "segment", str(scan), "-o",
                           str(tmp_path / "o.seg.nrrd"), "--model", str(tiny_model_dir),

@@ -320,6 +320,7 @@ def _dciodvfy_errors(path: Path) -> list:
     return [ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("Error")]
 
 
+@pytest.mark.slow
 def test_dciodvfy_finds_no_error(written):
     assert _dciodvfy_errors(written["path"]) == []
 
@@ -335,6 +336,7 @@ def _dcmqi_segments(path: Path, out: Path) -> dict:
     return {int(p.name.split(".")[0]): sitk.ReadImage(str(p)) for p in out.glob("*.nrrd")}
 
 
+@pytest.mark.slow
 def test_dcmqi_reads_it_back_onto_the_same_grid_with_the_same_voxels(written):
     per_segment = _dcmqi_segments(written["path"], written["out"] / "dcmqi")
     expected = sitk.GetArrayFromImage(written["labelmap"])
@@ -355,13 +357,15 @@ def _one_line_error(capsys) -> str:
 
 
 @pytest.fixture(scope="module")
-def cli_run(tree, tmp_path_factory):
+def cli_run(tree, tmp_path_factory, shared_segmenters):
+    """The bundled model on the DICOM tree; it stays loaded for the module's other CLI runs."""
     out = tmp_path_factory.mktemp("cli")
     code = main(["segment", str(tree["root"]), "-o", str(out / "lab.nii.gz"), "--dicom-seg",
                  str(out / "seg.dcm"), "--probabilities", str(out / "prob.dcm"), "--quiet"])
     return {"code": code, "out": out}
 
 
+@pytest.mark.slow
 def test_cli_dicom_seg_decodes_to_the_label_map_written_for_the_same_input(tree, cli_run):
     assert cli_run["code"] == 0
     out = cli_run["out"]
@@ -378,6 +382,7 @@ def test_cli_dicom_seg_decodes_to_the_label_map_written_for_the_same_input(tree,
     assert probability[labels > 0].mean() > 0.5 > probability[labels == 0].mean()
 
 
+@pytest.mark.slow
 def test_cli_main_output_dcm_of_a_chosen_series(tree, cli_run, tmp_path, capsys):
     code = main(["segment", str(tree["root"]), "-o", str(tmp_path / "out.dcm"), "--series", "3"])
     assert code == 0
@@ -449,6 +454,7 @@ def _real_dicom() -> Path:
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("case,slices", [("hip01", 47), ("hip02", 39)])
+@pytest.mark.slow
 def test_real_series_read_like_their_nifti(case, slices):
     folder = _real_dicom() / case
     scan = dicom.find_series(folder)
@@ -462,6 +468,7 @@ def test_real_series_read_like_their_nifti(case, slices):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_real_series_segmented_to_a_valid_dicom_seg(tmp_path):
     folder = _real_dicom() / "hip01"
     mask_path = real_data_dir() / "labelsTr" / "hip01.nii.gz"

@@ -119,6 +119,7 @@ def test_onnx_and_torch_paths_agree(tiny_model_dir):
                                sitk.GetArrayFromImage(b.probability), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_2d_model_segments(tiny_model_2d_dir):
     img = _phantom_like((6, 40, 36))
     res = Segmenter.from_folder(tiny_model_2d_dir, tta=False).segment(img)

@@ -392,3 +392,36 @@ def test_probabilistic_match_brute_force(seed):
     assert M.average_precision(s, y) == pytest.approx(ap, rel=1e-12)
     best = np.argmin(np.hypot(1 - bprec, 1 - brec))
     assert M.pr_optimal_threshold(s, y) == pytest.approx((bthr[best], bprec[best], brec[best]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The one mean/sd helper
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.8, 0.6], (0.7, 0.141421, 2)),                            # sample sd (ddof=1)
+    ([0.8, None, float("nan"), float("inf"), 0.6], (0.7, 0.141421, 2)),  # non-finite left out
+    ([0.85], (0.85, math.nan, 1)),                               # sd of one value: undefined
+    ([], (math.nan, math.nan, 0)),
+    ([None, float("nan")], (math.nan, math.nan, 0)),
+])
+def test_mean_sd_known_answers(values, expected):
+    mean, sd, n = M.mean_sd(values)
+    assert n == expected[2]
+    for got, want in ((mean, expected[0]), (sd, expected[1])):
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, abs=1e-6)
+
+
+def test_every_summary_uses_the_one_mean_sd_rule(tmp_path):
+    """Tables (report), evaluate --json summaries (cli) and the card's plausibility statistics
+    follow one rule for one value (before: sd 0.0 in two of them, null in the third)."""
+    from FemurSegLib import cli, plausibility
+    from FemurSegTraining import report
+
+    assert report.mean_sd is M.mean_sd
+    assert plausibility.stat_summary([0.5]) == {"mean": 0.5, "sd": None, "training": [0.5, 0.5],
+                                                "accepted": [0.5, 0.5]}
+    assert cli._summary([{"case": "a", **{k: 0.9 for k in cli.METRIC_COLUMNS}}])["both"][
+        "dsc"] == {"mean": 0.9, "sd": None}
+    assert report.fold_table([{"subject": "a", "fold": 0, "dsc": 0.9}]).splitlines()[2].startswith(
+        "| 0 | a | 0.900 ± n/a |")

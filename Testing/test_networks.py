@@ -10,6 +10,7 @@ from FemurSegLib.networks import SoftmaxHead, UNet2D, UNet3D, build_network, def
 
 
 @pytest.mark.parametrize("features,levels", [(16, 3), (16, 4), (32, 3), (32, 4)])
+@pytest.mark.slow
 def test_unet3d_paper_configs_keep_shape(features, levels):
     net = UNet3D(1, 2, features, levels)
     d = 2 ** (levels - 1)
@@ -32,7 +33,7 @@ def test_unet3d_anisotropic_pooling_divisor_and_shape():
 @pytest.mark.parametrize("features,levels,size,out", [
     (64, 4, 188, 100),   # 3 poolings: 188 -> 100
     (64, 3, 92, 52),     # 2 poolings
-    (64, 5, 572, 388),   # the original U-Net paper's numbers
+    pytest.param(64, 5, 572, 388, marks=pytest.mark.slow),  # the original U-Net paper's numbers
 ])
 def test_unet2d_valid_output_size(features, levels, size, out):
     net = UNet2D(3, 2, features, levels)

@@ -59,6 +59,7 @@ def femur_sides(ph):
 # Geometry
 
 
+@pytest.mark.slow
 def test_default_grid_is_a_real_like_lip_scan(full):
     img, lab = full.image, full.labels
     assert img.GetSize() == (384, 384, 40)
@@ -278,6 +279,7 @@ def test_marrow_texture_is_fine_and_faint(full):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.slow
 def test_marrow_level_relative_to_the_99_5th_percentile_is_that_of_the_real_scans(seed):
     """Intensity normalisation divides by the 99.5th percentile: there the real femoral marrow
     lies at 0.45-0.61 (median 0.53); the coil shading is solved for to keep the phantom's within
@@ -450,6 +452,7 @@ def texture_and_edge_stats(image: sitk.Image, labels: sitk.Image) -> dict:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_phantom_intensities_are_in_the_range_of_the_real_scans(full):
     data = real_data_dir()
     pairs = [(sitk.ReadImage(str(f)), sitk.ReadImage(str(data / "labelsTr" / f.name.replace("_0000", ""))))

@@ -21,6 +21,8 @@ from FemurSegLib.modelfolder import bundled_models_dir, read_card
 from conftest import make_tiny_model, real_data_dir
 
 BUNDLED = bundled_models_dir() / "femur-t1-coronal"
+#: femurseg segment runs in-process here: the bundled model (and each tiny one) is loaded once
+pytestmark = pytest.mark.usefixtures("shared_segmenters")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,6 +255,7 @@ def test_bundled_card_has_the_section_from_the_17_training_cases():
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_bundled_card_section_is_what_the_script_computes():
     """scripts/plausibility_card.py on the real data gives exactly the card's section."""
     import subprocess
@@ -306,6 +309,7 @@ def phantom_scans(tmp_path_factory):
     return base / "phantom.nii.gz", base / "inverted.nii.gz"
 
 
+@pytest.mark.slow
 def test_bundled_model_segments_the_inverted_phantom_plausibly(tmp_path, capsys, phantom_scans):
     """The default model trained with contrast augmentation: an inverted scan is no failure."""
     phantom, inverted = phantom_scans
@@ -325,6 +329,7 @@ INVERTED_WARNING = (
     "with another contrast (e.g. T2-weighted or inverted), sequence or body region\n")
 
 
+@pytest.mark.slow
 def test_no_femur_on_an_inverted_scan_names_the_likely_cause(tmp_path, capsys, phantom_scans,
                                                              extreme_models):
     """A model that finds no femur: on the phantom a plain warning, on its inverted copy the
@@ -344,6 +349,7 @@ def test_no_femur_on_an_inverted_scan_names_the_likely_cause(tmp_path, capsys, p
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_real_scan_with_inverted_contrast(tmp_path, capsys, extreme_models):
     """Never a silent failure on a real scan with inverted contrast: the default model (0.3.0)
     segments it poorly (DSC 0.65 against the mask, measured) and must warn with the likely cause
@@ -394,6 +400,7 @@ def extreme_models(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_no_femur_warns_and_says_no_stl_was_written(tmp_path, capsys, phantom_scans,
                                                    extreme_models):
     code, out, err = run(capsys, "segment", phantom_scans[0], "-o", tmp_path / "o.seg.nrrd",
@@ -405,6 +412,7 @@ def test_no_femur_warns_and_says_no_stl_was_written(tmp_path, capsys, phantom_sc
     assert f"no STL file (no femur voxels) in {tmp_path / 'stl'}" in out
 
 
+@pytest.mark.slow
 def test_huge_femur_warns_with_its_volume(tmp_path, capsys, phantom_scans, extreme_models):
     code, _, err = run(capsys, "segment", phantom_scans[0], "-o", tmp_path / "o.nii.gz",
                        "--model", extreme_models["all"], "--no-split", "--progress", "none",

@@ -220,6 +220,7 @@ def test_bad_min_ratio():
 @pytest.mark.realdata
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
 @pytest.mark.parametrize("case", ["hip09", "hip22"])
+@pytest.mark.slow
 def test_real_masks_with_stray_fragments(case):
     label = sitk.ReadImage(str(DATA / "labelsTr" / f"{case}.nii.gz"))
     femur = sitk.GetArrayFromImage(label) == 1
@@ -342,6 +343,7 @@ def test_phantom_crop_without_coordinates_gets_its_side_from_the_anatomy(coarse_
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
 @pytest.mark.parametrize("case", ["hip01", "hip05", "hip14"])
 @pytest.mark.parametrize("storage", ["LIP", "RIP", "PIL"])
+@pytest.mark.slow
 def test_real_crop_of_one_hip_gets_its_side(case, storage):
     label = sitk.ReadImage(str(DATA / "labelsTr" / f"{case}.nii.gz"))
     assert preprocessing_orientation(label) == "LIP"

@@ -117,6 +117,7 @@ def test_output_folder_by_trailing_separator_or_existing_folder(tmp_path, capsys
                                   "there", "there/hip01.nii.gz"]
 
 
+@pytest.mark.slow
 def test_batch_names_drop_the_channel_suffix(tmp_path, capsys, scan, tiny_model_dir):
     second = tmp_path / "in" / "hip02_0000.nrrd"
     second.parent.mkdir()
@@ -305,6 +306,7 @@ def test_staging_success_leaves_only_the_targets(tmp_path):
 # --reference: a reference outline in the QC report
 
 
+@pytest.mark.slow
 def test_report_with_reference_outline(tmp_path, capsys, scan, tiny_model_dir):
     from matplotlib import image as mpimg
 

@@ -130,6 +130,7 @@ def versions_in(folder: Path):
     return version_of
 
 
+@pytest.mark.slow
 def test_install_from_a_folder_of_wheels(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
@@ -146,6 +147,7 @@ def test_install_from_a_folder_of_wheels(tmp_path):
                      f"Install them now from the wheel folder {wheels}?"]
 
 
+@pytest.mark.slow
 def test_install_from_wheels_names_the_missing_dependency(tmp_path):
     """Offline: the folder lacks a wheel that a requirement needs; the message names it."""
     wheels = tmp_path / "wheels"

@@ -533,6 +533,7 @@ def test_export_stl_encloses_the_labelmap_volume(scene, volume, tmp_path, sigma_
 
 
 @pytest.mark.parametrize("sigma_voxels", [0.0, 0.5])
+@pytest.mark.slow
 def test_export_stl_of_the_phantom_femurs_within_2_percent(scene, phantom, tmp_path, sigma_voxels):
     """Real femur shapes (neck, trochanters) on 5.2 mm slices: surface volume within 2%."""
     volume = volumes.image_to_volume_node(phantom.image, scene, "phantom")
@@ -627,6 +628,7 @@ def test_model_choices_come_from_the_cards():
 # The whole path: volume node -> CLI subprocess -> segmentation node
 
 
+@pytest.mark.slow
 def test_segment_volume_end_to_end(scene, phantom, tiny_model_dir, tmp_path):
     """Phantom volume node -> NRRD -> CLI subprocess (tiny random model) -> segmentation node."""
     volume = volumes.image_to_volume_node(phantom.image, scene, "phantom")
@@ -679,6 +681,7 @@ def test_segment_volume_end_to_end(scene, phantom, tiny_model_dir, tmp_path):
         f"phantom_femur_segmentation_{sid}.stl" for sid in non_empty]
 
 
+@pytest.mark.slow
 def test_segment_volume_loads_an_implausible_result_with_its_warning(scene, phantom, tmp_path):
     """No femur found: the run finishes with exit code 3; the (empty) segmentation is loaded and
     the CLI's warning line comes with the result for the status line."""
@@ -706,6 +709,7 @@ def test_segment_volume_loads_an_implausible_result_with_its_warning(scene, phan
     ("blank", r"^input image hip-blank\.nrrd is blank: every voxel has the value 0$"),
     ("no-model", r"^model folder not found: .*no-such-model$"),
 ])
+@pytest.mark.slow
 def test_segment_volume_errors_are_one_line(scene, volume, tiny_model_dir, tmp_path, case,
                                             message):
     if case == "blank":
@@ -723,6 +727,7 @@ def test_segment_volume_errors_are_one_line(scene, volume, tiny_model_dir, tmp_p
     assert not list(tmp_path.glob("FemurSeg-*"))  # temporary files removed
 
 
+@pytest.mark.slow
 def test_cli_segment_path_needs_only_the_installed_requirements(volume, tiny_model_dir, tmp_path):
     """What the module installs in Slicer is enough: the CLI segments with torch, scikit-image,
     matplotlib and tqdm made unimportable."""
@@ -862,6 +867,7 @@ def test_logic_process_runs_the_adapters_segment_volume():
     assert not called & {"run_command", "prepare_job", "finish_job", "prepareJob", "finishJob"}
 
 
+@pytest.mark.slow
 def test_importing_the_adapter_changes_nothing_in_slicer(tmp_path):
     """No import-time side effects: the converter rules are registered on first use."""
     script = tmp_path / "fresh.py"
@@ -886,6 +892,7 @@ def test_importing_the_adapter_changes_nothing_in_slicer(tmp_path):
 # Issue 12: what a check against Slicer 5.8 and 5.10's sources found
 
 
+@pytest.mark.slow
 def test_adapter_needs_only_what_slicer_ships_and_the_declared_requirements(volume, tmp_path):
     """STL export (and the rest of the adapter) with scikit-image, torch, matplotlib and tqdm
     unimportable, as in Slicer 5.8/5.10 after the first Apply; every third-party module the
@@ -944,6 +951,7 @@ def test_adapter_needs_only_what_slicer_ships_and_the_declared_requirements(volu
     assert "skimage" not in install.SLICER_PYTHON_PACKAGES
 
 
+@pytest.mark.slow
 def test_vtk_contour_keeps_the_volume_of_the_core_mesher(phantom):
     """The adapter meshes with VTK (Slicer has it) where the CLI uses scikit-image: the same
     volume-preserving surface builder, the same enclosed volume on a femur with 5.2 mm slices."""

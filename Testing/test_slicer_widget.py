@@ -687,6 +687,7 @@ def test_failed_run_shows_the_clis_one_line_error(widget, tmp_path):
     assert panel.ui.statusLabel.styleSheet == "color: #c62828;"
 
 
+@pytest.mark.slow
 def test_implausible_run_loads_the_result_and_shows_the_warning(widget, tmp_path):
     """The CLI finishes with exit code 3 and a warning line (a model that finds no femur): the
     panel loads the (empty) segmentation and shows the warning in the status line, in orange."""

@@ -23,6 +23,7 @@ from FemurSegTraining.train import sample_slab
 # network
 
 
+@pytest.mark.slow
 def test_unet25d_keeps_in_plane_size_and_checks_context():
     net = UNet25D(in_channels=5, num_classes=5, features=4, levels=3).eval()
     assert net.divisor == (1, 4, 4)

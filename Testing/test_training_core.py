@@ -346,12 +346,13 @@ def test_fold_table_known_answer():
     lines = fold_table(_SUBJECTS).splitlines()
     assert lines[0] == ("| Fold | Validation cases | DSC | DSC (labelled slices) | Precision | "
                         "Recall | HD95 mm | ASSD mm |")
-    assert lines[2] == ("| 0 | a | 0.900 ± 0.000 | 0.900 ± 0.000 | 0.800 ± 0.000 | 1.000 ± 0.000 "
-                        "| 3.0 ± 0.0 | 0.50 ± 0.00 |")
+    # one case: the sample sd of one value is undefined (n/a), not 0
+    assert lines[2] == ("| 0 | a | 0.900 ± n/a | 0.900 ± n/a | 0.800 ± n/a | 1.000 ± n/a "
+                        "| 3.0 ± n/a | 0.50 ± n/a |")
     # fold 1: DSC 0.8, 0.6 -> 0.7 ± 0.141 (sample sd); HD95 and the labelled-slice DSC ignore
     # the missing values (case c has no labelled-slice DSC)
-    assert lines[3] == ("| 1 | b, c | 0.700 ± 0.141 | 0.850 ± 0.000 | 0.800 ± 0.141 | "
-                        "0.600 ± 0.141 | 5.2 ± 0.0 | 1.50 ± 0.71 |")
+    assert lines[3] == ("| 1 | b, c | 0.700 ± 0.141 | 0.850 ± n/a | 0.800 ± 0.141 | "
+                        "0.600 ± 0.141 | 5.2 ± n/a | 1.50 ± 0.71 |")
     assert lines[4].startswith("| all | 3 | 0.767 ± 0.153 |")
 
 
@@ -370,7 +371,7 @@ def test_comparison_tables_side_by_side():
     other = [dict(r, dsc=r["dsc"] - 0.1) for r in _SUBJECTS[:2]]  # case c missing
     text = comparison_tables([("3D", _SUBJECTS), ("2D + PP", other)])
     assert "| Fold | 3D | 2D + PP |" in text
-    assert "| 1 | 0.700 ± 0.141 | 0.700 ± 0.000 |" in text
+    assert "| 1 | 0.700 ± 0.141 | 0.700 ± n/a |" in text  # one case: no sd
     assert "| all | 0.767 ± 0.153 | 0.750 ± 0.071 |" in text
     assert "| a | 0 | 0.900 | 0.800 |" in text and "| c | 1 | 0.600 | n/a |" in text
 

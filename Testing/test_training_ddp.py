@@ -18,9 +18,10 @@ from FemurSegTraining.config import load_config
 
 from training_helpers import blob_cases, write_config
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available()
-                                or sys.platform != "linux",
-                                reason="needs torch.distributed with gloo and fork (Linux)")
+pytestmark = [pytest.mark.slow,  # two training processes
+              pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available()
+                                 or sys.platform != "linux",
+                                 reason="needs torch.distributed with gloo and fork (Linux)")]
 
 
 def _instrumented_fit(cfg, run_dir, out_dir, rank):

@@ -23,6 +23,8 @@ from training_helpers import TINY_3D, make_dataset, write_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+pytestmark = pytest.mark.slow  # trains, evaluates and exports a run (and one subprocess)
+
 
 @pytest.fixture(scope="module")
 def one_thread():

@@ -650,6 +650,7 @@ def coronal_femur(slices=20, filled=range(3, 18)):
     return grey, labels_on(image, array), array
 
 
+@pytest.mark.slow
 def test_report_shows_every_slice_with_femur(tmp_path):
     grey, labels, _ = coronal_femur(slices=20, filled=range(3, 18))  # 15 slices with femur
     report = montage.write_report(grey, labels, SPLIT, tmp_path)
@@ -688,6 +689,7 @@ def test_tile_scale(width_mm, height_mm, voxel_mm, expected):
     assert montage.tile_scale(width_mm, height_mm, voxel_mm) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_report_tiles_show_each_voxel_with_two_pixels(tmp_path):
     """A rod of 20 voxels (18 mm) across is drawn at least 40 pixels wide (it was 3.2 inches
     per tile at 110 dpi: about 1.2 pixels per voxel for a hip scan)."""
@@ -853,6 +855,7 @@ def test_successful_writes_leave_no_temporary_files(tmp_path):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_real_femur_surface_and_volumes(tmp_path):
     data = real_data_dir()
     image = images.read_image(data / "imagesTr" / "hip01_0000.nii.gz")

@@ -22,16 +22,11 @@ from typing import Optional, Sequence
 from .commandline import LowerCaseLevels, VersionAction, global_options
 from .commandline import Parser as _Parser
 from .commandline import run
-from .errors import InputError
+from .errors import EXIT_IMPLAUSIBLE, WARNING_PREFIX, InputError
+from .files import json_ready
 from .outputplan import MAIN_WRITERS
 
 log = logging.getLogger("femurseg")
-
-#: Exit code of a run that finished but where at least one input gave no femur or an
-#: implausible one (a ``warning:`` line on stderr names each).
-EXIT_IMPLAUSIBLE = 3
-#: Prefix of warning lines on stderr (the Slicer module shows such lines in its status line).
-WARNING_PREFIX = "warning:"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,22 +290,18 @@ def _pairs(pred_dir: Path, ref_dir: Path):
     return paired, sorted(set(preds) - set(refs)), sorted(set(refs) - set(preds))
 
 
-def _strict(value):
-    """NaN and infinity as null: strict JSON and empty CSV cells."""
-    import math
-
-    return value if not isinstance(value, float) or math.isfinite(value) else None
-
-
 def _rows(result: dict):
     for femur in FEMURS:
         metrics = result if femur == "both" else result.get(femur)
         if metrics is not None:
-            yield femur, {k: _strict(metrics[k]) for k in METRIC_COLUMNS}
+            # NaN and infinity as null: strict JSON and empty CSV cells
+            yield femur, {k: json_ready(metrics[k]) for k in METRIC_COLUMNS}
 
 
 def _summary(results: list) -> dict:
-    import numpy as np
+    """Mean and sd of each metric per femur over the cases (:func:`metrics.mean_sd`; null
+    where undefined: no value, or the sd of one)."""
+    from .metrics import mean_sd
 
     out = {}
     for femur in FEMURS:
@@ -319,9 +310,8 @@ def _summary(results: list) -> dict:
         if rows:
             out[femur] = {"cases": len(rows)}
             for k in METRIC_COLUMNS:
-                values = np.array([r[k] for r in rows if r[k] is not None], dtype=float)
-                out[femur][k] = {"mean": float(values.mean()) if values.size else None,
-                                 "sd": float(values.std(ddof=1)) if values.size > 1 else None}
+                mean, sd, _ = mean_sd([r[k] for r in rows])
+                out[femur][k] = json_ready({"mean": mean, "sd": sd})
     return out
 
 
@@ -367,8 +357,7 @@ def cmd_evaluate(args) -> int:
                 f" {'-' if stats[k]['mean'] is None else format(stats[k]['mean'], '.4f'):>14}"
                 for k in METRIC_COLUMNS))
     if args.json:
-        strict = [{k: ({kk: _strict(vv) for kk, vv in v.items()} if isinstance(v, dict)
-                       else _strict(v)) for k, v in r.items()} for r in results]
+        strict = json_ready(results)
         data = strict[0] if not folders else {"cases": strict, "unpaired": unpaired,
                                               "summary": summary}
         files.write_json(data, args.json, overwrite=args.overwrite)

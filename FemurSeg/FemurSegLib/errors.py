@@ -6,6 +6,13 @@ code 2; the Slicer module shows the message. Anything else is a bug.
 """
 
 
+#: Exit code of a run that finished but where at least one input gave no femur or an implausible
+#: one; each such input gets one line on stderr starting with :data:`WARNING_PREFIX`. Defined
+#: here once: the CLI writes them, the Slicer module (FemurSegMRMLLib.process) reads them.
+EXIT_IMPLAUSIBLE = 3
+WARNING_PREFIX = "warning:"
+
+
 class FemurSegError(Exception):
     """A problem the user can act on. ``str(err)`` is a single line."""
 

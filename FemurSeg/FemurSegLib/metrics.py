@@ -34,7 +34,7 @@ arrays or lists of arrays (one per subject), which are pooled.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -336,6 +336,21 @@ def pr_optimal_threshold(scores: ArrayOrList, labels: ArrayOrList
         raise InputError("cannot choose a threshold: the labels contain no foreground voxel")
     best = nearest_to_one_one(prec, rec)
     return float(thresholds[best]), float(prec[best]), float(rec[best])
+
+
+# ----------------------------------------------------------------------------------------------
+# Summaries over cases
+
+
+def mean_sd(values: Sequence[Optional[float]]) -> Tuple[float, float, int]:
+    """Mean and sample standard deviation (``ddof=1``) of the finite values, and how many there
+    were; None, NaN and infinity are left out. The one rule of the project: no value gives
+    ``(nan, nan, 0)``, one value ``(value, nan, 1)`` (the sample sd of one value is undefined;
+    tables print it as n/a, JSON as null)."""
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if a.size == 0:
+        return math.nan, math.nan, 0
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan, int(a.size)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -109,16 +109,20 @@ def lr_axis_of(orientation: str) -> int:
 
 
 def stat_summary(values: Sequence[float], tolerance_sd: float = TOLERANCE_SD) -> dict:
-    """Mean, sd, range and accepted range (the range, widened to mean +- ``tolerance_sd`` sd)."""
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
-    if v.size == 0:
+    """Mean, sd, range and accepted range (the range, widened to mean +- ``tolerance_sd`` sd).
+    Mean and sd are :func:`FemurSegLib.metrics.mean_sd`'s: the sd of one value is undefined
+    (null on the card), and the accepted range is then the range itself."""
+    from .metrics import mean_sd
+
+    mean, sd, n = mean_sd(values)
+    if n == 0:
         raise ValueError("no finite values to summarise")
-    mean = float(v.mean())
-    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     lo, hi = float(v.min()), float(v.max())
     r = lambda x: round(x, 4)  # noqa: E731 - four decimals are plenty for a card
-    return {"mean": r(mean), "sd": r(sd), "training": [r(lo), r(hi)],
-            "accepted": [r(min(lo, mean - tolerance_sd * sd)), r(max(hi, mean + tolerance_sd * sd))]}
+    widen = tolerance_sd * sd if n > 1 else 0.0
+    return {"mean": r(mean), "sd": r(sd) if n > 1 else None, "training": [r(lo), r(hi)],
+            "accepted": [r(min(lo, mean - widen)), r(max(hi, mean + widen))]}
 
 
 def fingerprint_deviations(fingerprint: Dict[str, float], section: Optional[dict]) -> List[str]:

@@ -16,16 +16,16 @@ import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from FemurSegLib.errors import Cancelled, FemurSegError
+from FemurSegLib.errors import EXIT_IMPLAUSIBLE, WARNING_PREFIX, Cancelled, FemurSegError
 
 ProgressCallback = Callable[[float, str], None]
 
 _PROGRESS_RE = re.compile(r"^PROGRESS\s+([-+]?\d+(?:\.\d*)?)\s*(.*)$")
 _ERROR_PREFIX = "error:"
-#: The CLI's warning lines (an implausible result: no femur, an odd volume, ...) start with this,
-#: and such a run ends with this exit code: finished, the results are there to load.
-WARNING_PREFIX = "warning:"
-WARNING_EXIT_CODE = 3
+#: The CLI's warning lines (an implausible result: no femur, an odd volume, ...) start with
+#: WARNING_PREFIX, and such a run ends with WARNING_EXIT_CODE: finished, the results are there to
+#: load (both defined once, in FemurSegLib.errors).
+WARNING_EXIT_CODE = EXIT_IMPLAUSIBLE
 
 
 def parse_progress_line(line: str) -> Optional[Tuple[float, str]]:
