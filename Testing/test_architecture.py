@@ -176,3 +176,14 @@ def test_the_cli_contract_is_defined_once():
                         for t in node.targets):
                 found.append((path.name, "exit code 3"))
     assert sorted(found) == [("errors.py", "exit code 3"), ("errors.py", "warning:")]
+
+
+def test_the_core_docstring_lists_every_module():
+    """FemurSegLib's docstring names each of its modules (and nothing that is gone)."""
+    import re
+
+    text = (PACKAGES["FemurSegLib"] / "__init__.py").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^([a-z_]+) {2,}", text.split("-------\n", 1)[1], re.M))
+    actual = {p.stem for p in PACKAGES["FemurSegLib"].glob("*.py") if p.stem != "__init__"}
+    actual |= {p.name for p in PACKAGES["FemurSegLib"].iterdir() if (p / "__init__.py").is_file()}
+    assert listed == actual

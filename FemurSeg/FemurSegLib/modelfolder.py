@@ -206,10 +206,12 @@ def load_model(model_dir: os.PathLike, *, folds: Optional[List[int]] = None,
 
 
 def bundled_models_dir() -> Path:
-    """``Resources/Models`` of the source tree, or the copy installed beside the Slicer module."""
+    """``Resources/Models`` of the source tree, the copy installed beside the Slicer module, or
+    the one a non-editable ``pip install .`` puts inside the package (``bundled_models``)."""
     here = Path(__file__).resolve().parent
     for candidate in (here.parent.parent / "Resources" / "Models",   # source tree
-                      here.parent / "Resources" / "Models"):          # Slicer module install
+                      here.parent / "Resources" / "Models",          # Slicer module install
+                      here / "bundled_models"):                      # pip install . (a wheel)
         if candidate.is_dir():
             return candidate
     return here.parent.parent / "Resources" / "Models"
@@ -269,8 +271,9 @@ def find_model(name_or_dir: Optional[str] = None) -> Path:
             return info.path
     if not name_or_dir:
         raise ModelError("no trained model is installed: the default model "
-                         f"'{DEFAULT_MODEL}' is not bundled yet; pass --model DIR "
-                         "(train one with femurseg-train)")
+                         f"'{DEFAULT_MODEL}' is not in {bundled_models_dir()} nor in "
+                         f"{installed_models_dir()}; pass --model DIR (or train one with "
+                         "femurseg-train)")
     accepted = "; ".join(f"{' or '.join(model_choices(info))} ({info.source})"
                          for info in folders) or f"none in {installed_models_dir()}"
     raise ModelError(f"unknown model '{name}': --model takes a model's name or its folder's name "

@@ -172,7 +172,7 @@ def to_input_grid(array: np.ndarray, grid: sitk.Image, original: sitk.Image, *,
     back_orientation = orientation_of(original)
     if same_grid(reorient(_geometry_only(original), orientation_of(grid)), grid):
         out = reorient(img, back_orientation)
-        if out.GetSize() != original.GetSize():  # pragma: no cover - guarded by _same_grid
+        if out.GetSize() != original.GetSize():  # pragma: no cover - guarded by same_grid
             raise RuntimeError("reorientation did not restore the input grid")
         out.CopyInformation(original)
         return out
