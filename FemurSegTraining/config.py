@@ -93,6 +93,7 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
     if cfg["architecture"].get("type") not in ("UNet3D", "UNet2D", "UNet25D"):
         raise FemurSegError(f"config {p.name}: architecture type must be UNet3D, UNet2D or "
                             "UNet25D")
+    check_sections(cfg, f"config {p.name}")
     robust = (cfg.get("augment") or {}).get("robust_intensity", False)
     if not (isinstance(robust, bool) or (isinstance(robust, (int, float)) and 0 <= robust <= 1)):
         raise FemurSegError(f"config {p.name}: augment.robust_intensity must be true, false or a "
@@ -152,6 +153,22 @@ def config_differences(stored: dict, given: dict) -> List[str]:
 
     walk(completed(stored), completed(given), "")
     return out
+
+
+def check_sections(cfg: dict, where: str) -> None:
+    """Validate what the model card will be built from, when the config is read (not after the
+    first epoch): the architecture, the input section (normalisation percentiles included) and
+    the inference settings with the post-processing rule, with the card's own checks
+    (:mod:`FemurSegLib.specs`). One line naming the config and the key on anything wrong."""
+    from FemurSegLib.specs import ArchitectureSpec, InferenceSpec, InputSpec
+
+    ArchitectureSpec.from_dict(cfg["architecture"], f"{where}: architecture")
+    InputSpec.from_dict(cfg["input"], f"{where}: input")
+    settings = cfg.get("inference") or {}
+    if not isinstance(settings, dict):
+        raise FemurSegError(f"{where}: inference must be a JSON object")
+    InferenceSpec.from_dict({**{k: v for k, v in settings.items() if k in CONFIG_INFERENCE_KEYS},
+                             "postprocess": cfg.get("postprocess")}, f"{where}: inference")
 
 
 def check_lr_schedule(schedule, where: str = "config") -> None:

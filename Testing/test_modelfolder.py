@@ -140,3 +140,39 @@ def test_torch_engine_refuses_non_tensor_pickle(tmp_path, tiny_model_dir):
     arch = modelfolder.load_model(tiny_model_dir).architecture
     with pytest.raises(ModelError, match="cannot load weights"):
         TorchEngine(p, arch, "cpu")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.pop("features"), r"architecture: missing keys features$"),
+    (lambda a: a.update(type="UNet4D"), r"architecture\.type: must be one of UNet3D, UNet2D, "
+                                        r"UNet25D, not 'UNet4D'$"),
+    (lambda a: a.update(colour="red"), r"architecture \(UNet3D\): unknown keys colour"),
+    (lambda a: a.update(norm="group"), r"architecture\.norm: must be one of none, batch, "
+                                       r"instance, not 'group'$"),
+    (lambda a: a.update(pooling=[[1, 2, 2]]), r"architecture\.pooling: must have levels - 1 = "
+                                              r"2 entries, not 1$"),
+])
+def test_card_architecture_is_typed(model_copy, capsys, change, message):
+    """A card's architecture is checked when the card is read: a missing key is one error line
+    (exit 2) naming it, not a KeyError when the network is built."""
+    from FemurSegLib.cli import main
+
+    card = json.loads((model_copy / "model.json").read_text(encoding="utf-8"))
+    change(card["architecture"])
+    (model_copy / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=rf"^model card {model_copy / 'model.json'}: {message}"):
+        modelfolder.read_card(model_copy)
+    assert main(["segment", str(model_copy / "none.nii.gz"), "-o", str(model_copy / "o.nii.gz"),
+                 "--model", str(model_copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "architecture" in err, err
+
+
+def test_architecture_spec_round_trip():
+    from FemurSegLib.specs import ArchitectureSpec
+
+    arch = {"type": "UNet3D", "in_channels": 1, "num_classes": 2, "features": 4, "levels": 3,
+            "pooling": [[1, 2, 2], [2, 2, 2]], "norm": "none"}
+    spec = ArchitectureSpec.from_dict(arch)
+    assert spec.pooling == ((1, 2, 2), (2, 2, 2)) and spec.max_features is None
+    assert spec.to_dict() == arch

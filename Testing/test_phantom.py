@@ -27,7 +27,8 @@ FEMUR_ML_RANGE = (85.0, 175.0)
 
 @pytest.fixture(scope="module")
 def full():
-    """Seed 0 on the default grid (384 x 384 x 40, 0.911 x 0.911 x 5.2 mm)."""
+    """Seed 0 on the default grid (384 x 384 x 40, 0.911 x 0.911 x 5.2 mm): 10 to 30 s to make,
+    so every test using it is marked slow."""
     return P.make_phantom(0)
 
 
@@ -93,6 +94,7 @@ def test_small_grid_has_the_requested_geometry(small):
     assert img.shape == lab.shape == (16, 96, 96)
 
 
+@pytest.mark.slow
 def test_small_grid_shows_the_same_anatomy_as_the_full_grid(full):
     """Anatomy lives in millimetres: femur volumes and centres agree across resolutions.
 
@@ -111,6 +113,7 @@ def test_small_grid_shows_the_same_anatomy_as_the_full_grid(full):
 # Anatomy and contrast
 
 
+@pytest.mark.slow
 def test_two_femurs_one_on_each_side_with_real_volumes(full):
     sides = femur_sides(full)
     assert sides["count"] == 2
@@ -131,6 +134,7 @@ def test_femur_volumes_stay_realistic_across_seeds(seed):
         assert FEMUR_ML_RANGE[0] < sides[side][0] < FEMUR_ML_RANGE[1], (side, sides[side][0])
 
 
+@pytest.mark.slow
 def test_labels_are_those_of_the_real_data(full):
     _, lab, _ = arrays(full)
     assert set(np.unique(lab).tolist()) == {0, 1, 2, 3, 4}
@@ -142,6 +146,7 @@ def test_labels_are_those_of_the_real_data(full):
     assert not np.any(grown & (lab == P.ILIUM))
 
 
+@pytest.mark.slow
 def test_femur_property_is_a_binary_mask_of_label_1(full):
     femur = sitk.GetArrayFromImage(full.femur)
     assert full.femur.GetPixelID() == sitk.sitkUInt8
@@ -155,6 +160,7 @@ def tissue_means(ph):
     return {name: img[tis == code].mean() for name, code in P.TISSUES.items() if (tis == code).any()}
 
 
+@pytest.mark.slow
 def test_t1_contrast_marrow_and_fat_over_muscle_over_cortex(full):
     m = tissue_means(full)
     assert min(m["marrow"], m["fat"]) > 1.4 * m["muscle"]
@@ -231,6 +237,7 @@ def marrow_level(image: sitk.Image, labels: sitk.Image) -> float:
     return float(np.median(img[core]) / np.percentile(img, 99.5))
 
 
+@pytest.mark.slow
 def test_femur_mask_ends_inside_the_dark_cortical_band(full):
     """As in the real masks, the femur label is the marrow inside a thick dark shaft cortex.
 
@@ -268,6 +275,7 @@ def test_cortex_is_thick_on_the_shaft_and_calcar_thin_at_head_and_trochanter():
     assert thickness(base - 13.0 * down) == pytest.approx(side_params["head_cortex"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_marrow_texture_is_fine_and_faint(full):
     """Real scans: local coefficient of variation 0.057-0.100 (median 0.074) in 5 x 5 voxels, and
     0.045-0.073 (median 0.056) in 3 x 3 voxels of 2 x 2 averaged ones; the earlier speckled phantom
@@ -325,6 +333,7 @@ def test_noise_is_rician_and_bias_can_be_switched_off():
     assert np.std(n[fat] - q[fat].astype(float)) > 0.8 * sigma
 
 
+@pytest.mark.slow
 def test_corners_outside_the_corrected_field_of_view_are_zero(full):
     img, _, _ = arrays(full)
     zero = (img == 0).mean()

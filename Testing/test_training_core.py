@@ -261,7 +261,8 @@ def test_apply_plan_2d_input_covers_a_slice_with_nine_tiles():
 
 def test_config_without_patch_needs_plan(tmp_path):
     p = tmp_path / "c.json"
-    p.write_text(json.dumps({"architecture": {"type": "UNet3D", "levels": 2}}))
+    p.write_text(json.dumps({"architecture": {"type": "UNet3D", "in_channels": 1,
+                                              "num_classes": 2, "features": 4, "levels": 2}}))
     with pytest.raises(FemurSegError, match="has no patch_size .*--plan"):
         load_config(str(p))
 
@@ -387,3 +388,37 @@ def test_card_data_description_from_readme(tmp_path, readme, expected):
     (tmp_path / "README.md").write_text(readme, encoding="utf-8")
     assert data_description(str(tmp_path)) == expected
     assert data_description(str(tmp_path / "missing")) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# A config is validated completely when it is read
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"postprocess": "biggest"}, r"inference\.postprocess: must be one of largest_per_femur, "
+                                 r"largest, none, not 'biggest'"),
+    ({"inference": {"overlap": 1.5}}, r"inference\.overlap: must be a number in \[0, 0\.95\], "
+                                      r"not 1\.5"),
+    ({"inference": {"tta_flip_axes": [[3]]}}, r"inference\.tta_flip_axes: axes must be 0, 1 or "
+                                              r"2"),
+    ({"input": {"orientation": "LIP", "spacing": None,
+                "normalisation": {"method": "percentile", "percentiles": [99.5, 0.5]}}},
+     r"input\.normalisation\.percentiles: must be two numbers 0 <= low < high <= 100, not "
+     r"\[99\.5, 0\.5\]"),
+    ({"architecture": {"type": "UNet3D", "in_channels": 1, "num_classes": 2, "levels": 2}},
+     r"architecture: missing keys features"),
+])
+def test_config_is_validated_when_read(tmp_path, changes, message):
+    """Before, these were found when the card was built after the first epoch (or never)."""
+    from training_helpers import TINY_3D, write_config
+
+    path = write_config(tmp_path / "bad.json", TINY_3D, **changes)
+    with pytest.raises(FemurSegError, match=rf"^config bad\.json: {message}"):
+        load_config(str(path))
+
+
+def test_every_named_config_passes_the_card_checks():
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    assert "default_25d_f16l5_long" in names
+    for name in names:
+        load_config(name)

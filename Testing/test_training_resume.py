@@ -44,6 +44,7 @@ def _state(run_dir):
 
 
 @pytest.mark.parametrize("base", [TINY_3D, TINY_2D, TINY_25D], ids=["3d", "2d", "2.5d"])
+@pytest.mark.slow  # three trainings, interrupted and resumed
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, base):
     cfg = load_config(str(write_config(tmp_path / "c.json", base, patches_per_epoch=3)))
     train, val = _cases(3), _cases(1, seed=1)

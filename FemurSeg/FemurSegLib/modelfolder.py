@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from .errors import ModelError
 from .files import read_json
-from .specs import InferenceSpec, InputSpec
+from .specs import ArchitectureSpec, InferenceSpec, InputSpec
 from .segments import SegmentSpec, femur_segments
 
 CARD_NAME = "model.json"
@@ -104,7 +104,10 @@ class Model:
 
 def card_specs(card: dict, where: str = "model card"):
     """The card's ``input`` and ``inference`` sections as validated specs (:class:`ModelError`
-    with the card and the field on anything wrong)."""
+    with the card and the field on anything wrong); its ``architecture`` is checked too
+    (:class:`~FemurSegLib.specs.ArchitectureSpec`: a missing key is named here, not a
+    ``KeyError`` when the network is built)."""
+    ArchitectureSpec.from_dict(card.get("architecture"), f"{where}: architecture")
     return (InputSpec.from_dict(card["input"], f"{where}: input"),
             InferenceSpec.from_dict(card.get("inference") or {}, f"{where}: inference"))
 

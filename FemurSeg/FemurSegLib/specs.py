@@ -1,6 +1,7 @@
-"""What a model expects and how it is run: the typed ``input`` and ``inference`` sections of a
-model card.
+"""What a model is, what it expects and how it is run: the typed ``architecture``, ``input`` and
+``inference`` sections of a model card (and of a training config).
 
+:class:`ArchitectureSpec` (network type and its required parameters),
 :class:`InputSpec` (orientation, spacing, normalisation) and :class:`InferenceSpec` (window and
 tile geometry, test-time augmentation, the region-of-interest cascade, threshold and
 post-processing) are frozen dataclasses, read once and validated loudly when a card is read
@@ -61,6 +62,78 @@ def _ints(v, where: str, n: Optional[int] = None, minimum: int = 0) -> tuple:
     return tuple(_int(x, where, minimum) for x in v)
 
 
+#: network types and the parameters each takes beyond :data:`ARCHITECTURE_REQUIRED`
+ARCHITECTURE_TYPES = {"UNet3D": ("norm", "bias_init", "pooling"), "UNet2D": ("norm", "bias_init"),
+                      "UNet25D": ("norm", "bias_init", "max_features")}
+ARCHITECTURE_REQUIRED = ("type", "in_channels", "num_classes", "features", "levels")
+NORMS = ("none", "batch", "instance")
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What the network is: the ``architecture`` section of a card or config, checked (a
+    missing or unknown key, a wrong type or value is a :class:`ModelError` naming it, never a
+    ``KeyError`` later). :meth:`to_dict` gives the parameters for
+    :func:`FemurSegLib.networks.build_network`."""
+
+    type: str
+    in_channels: int
+    num_classes: int
+    features: int
+    levels: int
+    norm: Optional[str] = None             # None: the network type's default
+    bias_init: Optional[float] = None
+    pooling: Optional[Tuple[Triple, ...]] = None   # UNet3D
+    max_features: Optional[int] = None     # UNet25D
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "architecture") -> "ArchitectureSpec":
+        if not isinstance(d, dict):
+            _fail(where, f"must be a JSON object, not {type(d).__name__}")
+        kind = d.get("type")
+        if kind not in ARCHITECTURE_TYPES:
+            _fail(f"{where}.type", f"must be one of {', '.join(ARCHITECTURE_TYPES)}, not {kind!r}")
+        _check_keys(d, set(ARCHITECTURE_REQUIRED) | set(ARCHITECTURE_TYPES[kind]),
+                    f"{where} ({kind})")
+        missing = [k for k in ARCHITECTURE_REQUIRED if k not in d]
+        if missing:
+            _fail(where, f"missing keys {', '.join(missing)}")
+        norm = d.get("norm")
+        if norm is not None and norm not in NORMS:
+            _fail(f"{where}.norm", f"must be one of {', '.join(NORMS)}, not {norm!r}")
+        bias = d.get("bias_init")
+        pooling = d.get("pooling")
+        if pooling is not None:
+            if not isinstance(pooling, (list, tuple)):
+                _fail(f"{where}.pooling", f"must be a list of [k, j, i] factors, not {pooling!r}")
+            pooling = tuple(_ints(f, f"{where}.pooling", 3, 1) for f in pooling)
+        max_features = d.get("max_features")
+        levels = _int(d["levels"], f"{where}.levels", 2)
+        if pooling is not None and len(pooling) != levels - 1:
+            _fail(f"{where}.pooling", f"must have levels - 1 = {levels - 1} entries, not "
+                                      f"{len(pooling)}")
+        return cls(type=kind, in_channels=_int(d["in_channels"], f"{where}.in_channels", 1),
+                   num_classes=_int(d["num_classes"], f"{where}.num_classes", 2),
+                   features=_int(d["features"], f"{where}.features", 1), levels=levels,
+                   norm=norm,
+                   bias_init=None if bias is None else _float(bias, f"{where}.bias_init",
+                                                              -1e6, 1e6),
+                   pooling=pooling,
+                   max_features=None if max_features is None else _int(
+                       max_features, f"{where}.max_features", 1))
+
+    def to_dict(self) -> dict:
+        out = {"type": self.type, "in_channels": self.in_channels,
+               "num_classes": self.num_classes, "features": self.features,
+               "levels": self.levels}
+        for k in ("norm", "bias_init", "max_features"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        if self.pooling is not None:
+            out["pooling"] = [list(f) for f in self.pooling]
+        return out
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What a model expects: the ``input`` section of its card."""
@@ -90,6 +163,13 @@ class InputSpec:
         _check_keys(norm, {"method", "percentiles"}, f"{where}.normalisation")
         if norm.get("method", "percentile") not in ("percentile", "zscore"):
             _fail(f"{where}.normalisation.method", "must be percentile or zscore")
+        if norm.get("method", "percentile") == "percentile":
+            pct = norm.get("percentiles", [0.5, 99.5])
+            if not (isinstance(pct, (list, tuple)) and len(pct) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in pct)
+                    and 0 <= pct[0] < pct[1] <= 100):
+                _fail(f"{where}.normalisation.percentiles",
+                      f"must be two numbers 0 <= low < high <= 100, not {pct!r}")
         return cls(orientation=orientation, spacing=spacing, normalisation=dict(norm))
 
     def to_dict(self) -> dict:
