@@ -127,3 +127,31 @@ def test_mhd_header_and_data_are_written_together(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "b.raw"} == old
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))),
                                   sitk.GetArrayFromImage(image))
+
+
+def test_one_writable_output_check(tmp_path):
+    """segment's planning (outputplan.check_target) and every writer (check_writable) refuse
+    the same things with the same words; check_output itself creates nothing."""
+    assert outputplan.check_target is files.check_output
+    (tmp_path / "folder.nii.gz").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "old.nii.gz").write_text("x")
+    cases = [(tmp_path / "folder.nii.gz", OutputError,
+              f"cannot write {tmp_path / 'folder.nii.gz'}: it is a folder"),
+             (tmp_path / "old.nii.gz", OutputExistsError, f"output exists: "
+                                                          f"{tmp_path / 'old.nii.gz'} (use "
+                                                          f"--overwrite to replace it)"),
+             (tmp_path / "notes.txt" / "a.nii.gz", OutputError,
+              f"cannot write {tmp_path / 'notes.txt' / 'a.nii.gz'}: {tmp_path / 'notes.txt'} is "
+              f"a file, not a folder")]
+    for path, error, message in cases:
+        for check in (files.check_output, files.check_writable):
+            with pytest.raises(error) as caught:
+                check(path, False)
+            assert str(caught.value) == message
+        with pytest.raises(error):  # an image writer goes through the same check
+            images.write_image(sitk.Image(2, 2, 2, sitk.sitkUInt8), path)
+    assert files.check_output(tmp_path / "new" / "a.nii.gz", False) == tmp_path / "new" / "a.nii.gz"
+    assert not (tmp_path / "new").exists()
+    files.check_writable(tmp_path / "new" / "a.nii.gz", False)
+    assert (tmp_path / "new").is_dir()

@@ -67,13 +67,47 @@ def case_name(path: PathLike) -> str:
 # Writing: never silently overwrite, always atomic
 
 
-def check_writable(path: PathLike, overwrite: bool) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``; create missing parent folders."""
+def check_output(path: PathLike, overwrite: bool) -> Path:
+    """The one writable-output check, without side effects: refuse a folder, an existing file
+    (unless ``overwrite``), a parent that is a file, and a nearest existing folder in which no
+    file can be created (tried, not guessed from permission bits). ``femurseg segment`` runs it
+    on every planned output before the model loads; every writer through :func:`check_writable`.
+    """
     p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"cannot write {p}: it is a folder")
     if p.exists() and not overwrite:
         raise OutputExistsError(f"output exists: {p} (use --overwrite to replace it)")
-    if p.exists() and p.is_dir():
-        raise OutputExistsError(f"output is a folder, not a file: {p}")
+    anchor = _nearest_existing(p.parent)
+    if not anchor.is_dir():
+        raise OutputError(f"cannot write {p}: {anchor} is a file, not a folder")
+    reason = _can_create_in(anchor)
+    if reason:
+        raise OutputError(f"cannot write {p}: {reason} ({anchor})")
+    return p
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _can_create_in(folder: Path) -> Optional[str]:
+    """None if a file can be created in ``folder``, else why not (tried, then removed)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".femurseg-probe-", dir=str(folder))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def check_writable(path: PathLike, overwrite: bool) -> Path:
+    """:func:`check_output`, then create the missing parent folders."""
+    p = check_output(path, overwrite)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -28,13 +28,12 @@ and a function ``writer(produced, path)`` that writes one file at ``path``.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import InputError, OutputError, OutputExistsError
-from .files import Staging, _ending  # noqa: F401  (Staging: written by files)
+from .files import Staging, _can_create_in, _ending, check_output  # noqa: F401  (in files)
 
 
 @dataclass
@@ -264,36 +263,8 @@ def _reference_in(folder: Path, case: str) -> Path:
 # Checks before the model runs
 
 
-def _nearest_existing(path: Path) -> Path:
-    p = path.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def _can_create_in(folder: Path) -> Optional[str]:
-    """None if a file can be created in ``folder``, else why not (tried, then removed)."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".femurseg-probe-", dir=str(folder))
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    os.close(fd)
-    os.unlink(probe)
-    return None
-
-
-def check_target(path: Path, overwrite: bool) -> None:
-    """Refuse a planned output file that cannot be written, before anything runs."""
-    if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a folder")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output exists: {path} (use --overwrite to replace it)")
-    anchor = _nearest_existing(path.parent)
-    if not anchor.is_dir():
-        raise OutputError(f"cannot write {path}: {anchor} is a file, not a folder")
-    reason = _can_create_in(anchor)
-    if reason:
-        raise OutputError(f"cannot write {path}: {reason} ({anchor})")
+#: the one writable-output check (files.check_output); check_target is its name here
+check_target = check_output
 
 
 def check_outputs(plans: Sequence[InputPlan], overwrite: bool) -> None:
