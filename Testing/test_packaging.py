@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["pyproject.toml", "README.md", "LICENSE", "FemurSeg/FemurSegLib", "FemurSegTraining",
-           "Resources/Models"]
+SOURCES = ["pyproject.toml", "README.md", "LICENSE", "FemurSeg/FemurSegLib",
+           "FemurSeg/FemurSegReview", "FemurSegTraining", "Resources/Models"]
 
 
 @pytest.mark.slow

@@ -22,6 +22,12 @@ segments       segment names, colours, label values and terminology (right/left 
 modelfolder    the model-folder contract: model.json card, checksums, lookup of bundled models
 release        model files as release assets: downloaded once into the model cache, verified
 outputplan     the outputs of ``femurseg segment``: named and checked before the model runs
+batch          one input of ``femurseg segment`` (and of a cohort's case): checked, segmented
+               and written all or nothing
+cohort         ``femurseg cohort``: a whole cohort on a Dask cluster, resumable, one manifest row
+               per case
+truncation     does an image file hold all the voxel data its header describes?
+uncertainty    the slices where the model is least certain (the report's slices to check)
 writers        .seg.nrrd, label maps, probability maps, STL files
 surface        closed, volume-preserving surfaces of masks and binary STL
 montage        the PNG quality-control report and volumes JSON
