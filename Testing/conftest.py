@@ -17,6 +17,17 @@ def require_torch():
     return pytest.importorskip("torch", reason=TORCH_MISSING)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module: on two busy cores torch's default two threads train
+    many times slower than one."""
+    torch = require_torch()
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def real_data_dir() -> Path:
     """The shared real data folder; tests that need it skip with a reason when it is absent."""
     if not (REAL_DATA / "imagesTr").is_dir():

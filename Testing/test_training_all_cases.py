@@ -23,13 +23,6 @@ from training_helpers import TINY_3D, make_dataset, write_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # two busy cores: one torch thread is much faster than two
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, one_thread):

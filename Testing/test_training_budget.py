@@ -13,13 +13,9 @@ from FemurSegTraining.train import fit, plan_epochs
 
 from training_helpers import TINY_25D, blob_cases, write_config
 
+# one torch thread for every test here (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_plan_epochs_known_answers():

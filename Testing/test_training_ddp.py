@@ -60,13 +60,6 @@ def _worker(rank, cfg, run_dir, out_dir, store):
         dist.destroy_process_group()
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_ddp_two_processes_on_cpu(tmp_path, one_thread):
     cfg = load_config(str(write_config(tmp_path / "c.json", patches_per_epoch=3)))

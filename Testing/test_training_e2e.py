@@ -26,13 +26,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.slow  # trains, evaluates and exports a run (and one subprocess)
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # two busy cores: one torch thread is much faster than two
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory, one_thread):

@@ -18,14 +18,9 @@ from FemurSegTraining.train import epoch_rng, fit
 
 from training_helpers import TINY_2D, TINY_3D, TINY_25D, blob_cases as _cases, write_config
 
+# one torch thread for every test here (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two busy cores: torch's default two threads are many times slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Killed(Exception):

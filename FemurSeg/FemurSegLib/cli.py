@@ -408,10 +408,9 @@ def version_text() -> str:
             f"{card.get('version', '')} ({folder})")
 
 
-def segment_options(s) -> None:
-    """The options of ``segment`` that ``cohort`` shares: output kinds, model and engine."""
-    s.add_argument("--format", choices=list(MAIN_WRITERS), help="file type written into an "
-                   "output folder (default .seg.nrrd)")
+def model_options(s) -> None:
+    """Which model runs where, and how: the options of every command that runs the model
+    (``segment``, ``cohort``, ``review``)."""
     s.add_argument("--model", metavar="NAME|DIR", help="a model's name (as `femurseg models` "
                    "lists it) or the name of its folder, installed or bundled, or the path of "
                    "a model folder (default: the bundled default model)")
@@ -421,6 +420,25 @@ def segment_options(s) -> None:
     s.add_argument("--engine", default="auto", choices=["auto", "onnx", "torch"],
                    help="ONNX Runtime (default) or the PyTorch fallback")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
+    tta = s.add_mutually_exclusive_group()
+    tta.add_argument("--tta", dest="tta", action="store_true", default=None,
+                     help="average with the left-right flipped volume (default: on a GPU; on "
+                          "the CPU only if the model card says it pays)")
+    tta.add_argument("--no-tta", dest="tta", action="store_false",
+                     help="no left-right flip test-time augmentation")
+
+
+def stl_smoothing_option(s) -> None:
+    """``--stl-smoothing`` of every command that writes STL surfaces."""
+    s.add_argument("--stl-smoothing", type=float, default=0.5, metavar="S",
+                   help="surface smoothing in voxels (0 = none; default 0.5)")
+
+
+def segment_options(s) -> None:
+    """The options of ``segment`` that ``cohort`` shares: output kinds, model and engine."""
+    s.add_argument("--format", choices=list(MAIN_WRITERS), help="file type written into an "
+                   "output folder (default .seg.nrrd)")
+    model_options(s)
     s.add_argument("--probabilities", metavar="PATH|DIR", help="also write the femur "
                    "probability map (float32, input grid; x.dcm: a FRACTIONAL DICOM Segmentation)")
     s.add_argument("--series", metavar="NUMBER|UID", help="the DICOM series to segment (Series "
@@ -428,8 +446,7 @@ def segment_options(s) -> None:
     s.add_argument("--dicom-seg", metavar="PATH|DIR", help="also write a DICOM Segmentation of "
                    "a DICOM input (.dcm)")
     s.add_argument("--stl", metavar="DIR", help="also write one STL surface per segment (LPS mm)")
-    s.add_argument("--stl-smoothing", type=float, default=0.5, metavar="S",
-                   help="surface smoothing in voxels (0 = none; default 0.5)")
+    stl_smoothing_option(s)
     s.add_argument("--report", metavar="DIR", help="write a PNG montage (every slice with femur) "
                    "and the segment volumes")
     s.add_argument("--report-view", choices=["femurs", "full"], default="femurs",
@@ -439,12 +456,6 @@ def segment_options(s) -> None:
                    "outline in the report (several inputs: a folder, paired by case name)")
     s.add_argument("--reference-label", type=int, default=1, metavar="N",
                    help="femur label value in the reference (default 1)")
-    tta = s.add_mutually_exclusive_group()
-    tta.add_argument("--tta", dest="tta", action="store_true", default=None,
-                     help="average with the left-right flipped volume (default: on a GPU; on "
-                          "the CPU only if the model card says it pays)")
-    tta.add_argument("--no-tta", dest="tta", action="store_false",
-                     help="no left-right flip test-time augmentation")
     s.add_argument("--no-split", action="store_true", help="one 'Femur' segment (label 1) "
                    "instead of 1 = right femur, 2 = left femur")
     s.add_argument("--folds", metavar="0,1,2,3", help="use only these folds of the ensemble")

@@ -18,6 +18,8 @@ LOCALHOST = "127.0.0.1"
 
 def register(subparsers) -> None:
     """Add the ``review`` subcommand to ``femurseg``'s subparsers."""
+    from FemurSegLib.cli import model_options, stl_smoothing_option
+
     r = subparsers.add_parser("review", help="check and correct a segmentation in the browser "
                               "(needs the [review] extra)")
     r.add_argument("image", metavar="IMAGE", help="the image (.nii.gz, .nii, .nrrd, .mha)")
@@ -37,15 +39,8 @@ def register(subparsers) -> None:
                    "seconds without a connected browser (default 0: run until Ctrl-C)")
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs (also "
                    "the segmentation under review, if the output folder holds it)")
-    r.add_argument("--model", metavar="NAME|DIR", help="model for 'Run the model' (default: "
-                   "the bundled default model)")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    r.add_argument("--engine", default="auto", choices=["auto", "onnx", "torch"])
-    r.add_argument("--threads", type=int, default=None)
-    tta = r.add_mutually_exclusive_group()
-    tta.add_argument("--tta", dest="tta", action="store_true", default=None)
-    tta.add_argument("--no-tta", dest="tta", action="store_false")
-    r.add_argument("--stl-smoothing", type=float, default=0.5, metavar="S")
+    model_options(r)  # for "Run the model" on the page: as femurseg segment runs it
+    stl_smoothing_option(r)
     r.set_defaults(func=run)
 
 
