@@ -11,6 +11,8 @@ and every wait has a time-out.
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import io
 import json
@@ -398,6 +400,23 @@ def saved_labels(path: Path, grid: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image)
 
 
+@contextlib.contextmanager
+def chromium_page(url: str):
+    """A page of headless system Chromium (Playwright) at ``url``, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"],
+                                    timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
 def wait_text(page, selector: str, pattern: str, seconds: float = 60.0) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -412,69 +431,59 @@ def wait_text(page, selector: str, pattern: str, seconds: float = 60.0) -> str:
 @needs_browser
 @needs_command
 def test_page_draws_edits_and_saves(served, case, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     out = tmp_path / "out"
     shots = tmp_path / "shots"  # the test's own screenshots (kept for a failing run)
     shots.mkdir()
     before = snapshot(tmp_path)
     original = case["labels"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"],
-                                    timeout=60_000)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(served.url)
-            page.wait_for_selector("#views img.image-display-area")
-            items = page.locator("#slices-to-check .slice-item")
-            items.first.wait_for()
-            assert [t.split("\n")[0] for t in items.all_inner_texts()] == [
-                f"k = {MOST_UNCERTAIN}", f"k = {HALF_UNCERTAIN}"]
-            items.first.click()
-            time.sleep(4.0)  # the views are fitted after connecting (up to 3 s) and redrawn
-            views = page.locator("#views")
-            shot = views.screenshot()
-            assert len(colour_pixels(shot, RIGHT_FEMUR_COLOR)) > 200
-            assert len(colour_pixels(shot, LEFT_FEMUR_COLOR)) > 200
-            grey = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(
-                io.BytesIO(shot)).convert("L"), dtype=float)
-            assert grey.std() > 20  # not blank
+    with chromium_page(served.url) as page:
+        page.wait_for_selector("#views img.image-display-area")
+        items = page.locator("#slices-to-check .slice-item")
+        items.first.wait_for()
+        assert [t.split("\n")[0] for t in items.all_inner_texts()] == [
+            f"k = {MOST_UNCERTAIN}", f"k = {HALF_UNCERTAIN}"]
+        items.first.click()
+        time.sleep(4.0)  # the views are fitted after connecting (up to 3 s) and redrawn
+        views = page.locator("#views")
+        shot = views.screenshot()
+        assert len(colour_pixels(shot, RIGHT_FEMUR_COLOR)) > 200
+        assert len(colour_pixels(shot, LEFT_FEMUR_COLOR)) > 200
+        grey = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(
+            io.BytesIO(shot)).convert("L"), dtype=float)
+        assert grey.std() > 20  # not blank
 
-            coronal = page.locator(".remote-controlled-area").first
-            box = coronal.bounding_box()
-            coronal_png = coronal.screenshot(path=str(shots / "coronal.png"))
-            views.screenshot(path=str(shots / "views.png"))
-            right = colour_pixels(coronal_png, RIGHT_FEMUR_COLOR)
-            left = colour_pixels(coronal_png, LEFT_FEMUR_COLOR)
-            assert len(right) > 20 and len(left) > 20, "both femurs in the coronal view"
-            r_y, r_x = right.mean(axis=0)
-            l_y, l_x = left.mean(axis=0)
-            assert r_x < l_x  # radiological view: the patient's right on the screen's left
-            # paint "Right femur" between the femurs, then erase across the right femur
-            choose(page, "#effect-paint")
-            mid = (r_x + l_x) / 2.0
-            drag(page, box, (mid - 15, r_y), (mid + 15, r_y))
-            choose(page, "#effect-erase")
-            drag(page, box, (r_x - 6, r_y), (r_x + 6, r_y))
-            choose(page, "#effect-none")
-            page.click("#undo")                      # the erase undone ...
-            page.wait_for_selector("#redo:not([disabled])")
-            page.click("#save")
-            wait_text(page, "#save-status", r"saved 4 files")
-            first = saved_labels(out / "hip.seg.nrrd", case["grid"])
-            page.click("#redo")                      # ... and done again
-            time.sleep(1.0)
-            page.click("#save")
-            wait_text(page, "#save-status", r"saved 4 files.*")
-            deadline = time.monotonic() + 30
-            while (time.monotonic() < deadline and
-                   np.array_equal(saved_labels(out / "hip.seg.nrrd", case["grid"]), first)):
-                time.sleep(0.25)
-            second = saved_labels(out / "hip.seg.nrrd", case["grid"])
-            views.screenshot(path=str(shots / "views-saved.png"))
-        finally:
-            browser.close()
+        coronal = page.locator(".remote-controlled-area").first
+        box = coronal.bounding_box()
+        coronal_png = coronal.screenshot(path=str(shots / "coronal.png"))
+        views.screenshot(path=str(shots / "views.png"))
+        right = colour_pixels(coronal_png, RIGHT_FEMUR_COLOR)
+        left = colour_pixels(coronal_png, LEFT_FEMUR_COLOR)
+        assert len(right) > 20 and len(left) > 20, "both femurs in the coronal view"
+        r_y, r_x = right.mean(axis=0)
+        l_y, l_x = left.mean(axis=0)
+        assert r_x < l_x  # radiological view: the patient's right on the screen's left
+        # paint "Right femur" between the femurs, then erase across the right femur
+        choose(page, "#effect-paint")
+        mid = (r_x + l_x) / 2.0
+        drag(page, box, (mid - 15, r_y), (mid + 15, r_y))
+        choose(page, "#effect-erase")
+        drag(page, box, (r_x - 6, r_y), (r_x + 6, r_y))
+        choose(page, "#effect-none")
+        page.click("#undo")                      # the erase undone ...
+        page.wait_for_selector("#redo:not([disabled])")
+        page.click("#save")
+        wait_text(page, "#save-status", r"saved 4 files")
+        first = saved_labels(out / "hip.seg.nrrd", case["grid"])
+        page.click("#redo")                      # ... and done again
+        time.sleep(1.0)
+        page.click("#save")
+        wait_text(page, "#save-status", r"saved 4 files.*")
+        deadline = time.monotonic() + 30
+        while (time.monotonic() < deadline and
+               np.array_equal(saved_labels(out / "hip.seg.nrrd", case["grid"]), first)):
+            time.sleep(0.25)
+        second = saved_labels(out / "hip.seg.nrrd", case["grid"])
+        views.screenshot(path=str(shots / "views-saved.png"))
 
     def changed_slices(a, b):
         return sorted(set(np.argwhere(a != b)[:, 0].tolist()))
@@ -527,7 +536,6 @@ def slicer_checks(seg_path: Path, image_path: Path, expected: np.ndarray) -> Non
 @needs_command
 def test_page_runs_the_model_with_progress(case, tmp_path):
     """Without SEGMENTATION the page runs the bundled model (the `femurseg segment` path)."""
-    from playwright.sync_api import sync_playwright
 
     from FemurSegLib.inference import Segmenter
     from FemurSegLib.modelfolder import find_model
@@ -536,26 +544,18 @@ def test_page_runs_the_model_with_progress(case, tmp_path):
 
     review = Review([case["image"], "-o", tmp_path / "out"], cwd=tmp_path)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"],
-                                        timeout=60_000)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
-                page.set_default_timeout(60_000)
-                page.goto(review.url)
-                page.wait_for_selector("#run-model")
-                assert page.is_disabled("#save")
-                page.click("#run-model")
-                page.wait_for_selector("#model-progress")
-                wait_text(page, "#model-progress-text", r"^done \(100%\)$", 300.0)
-                page.wait_for_selector("#run-model", state="detached")
-                slices = [t.split("\n")[0] for t in
-                          page.locator("#slices-to-check .slice-item").all_inner_texts()]
-                warnings = page.locator(".review-warning").all_inner_texts()
-                page.click("#save")
-                wait_text(page, "#save-status", r"saved \d+ files")
-            finally:
-                browser.close()
+        with chromium_page(review.url) as page:
+            page.wait_for_selector("#run-model")
+            assert page.is_disabled("#save")
+            page.click("#run-model")
+            page.wait_for_selector("#model-progress")
+            wait_text(page, "#model-progress-text", r"^done \(100%\)$", 300.0)
+            page.wait_for_selector("#run-model", state="detached")
+            slices = [t.split("\n")[0] for t in
+                      page.locator("#slices-to-check .slice-item").all_inner_texts()]
+            warnings = page.locator(".review-warning").all_inner_texts()
+            page.click("#save")
+            wait_text(page, "#save-status", r"saved \d+ files")
     finally:
         review.stop()
     segmenter = Segmenter.from_folder(find_model(None))

@@ -27,19 +27,13 @@ import pytest
 
 from process_helpers import alive, launcher_processes, pip_stand_in, wait_ended
 
-REPO = Path(__file__).resolve().parents[1]
-MODULE_DIR = REPO / "FemurSeg"
+from slicer_helpers import HAVE_SLICER, MODULE_DIR, SLICER_MARKS
 
-try:
+if HAVE_SLICER:
     import slicer
     import slicer.util as slicer_util
-    HAVE_SLICER = hasattr(slicer, "vtkMRMLScene")
-except ImportError:  # pragma: no cover - depends on the environment
-    HAVE_SLICER = False
 
-pytestmark = [pytest.mark.slicer,
-              pytest.mark.skipif(not HAVE_SLICER, reason="needs the slicer-core wheel "
-                                 "(pip install slicer-core==5.11.0.6 vtk==9.6.0): 'import slicer' failed")]
+pytestmark = SLICER_MARKS
 
 
 # ----------------------------------------------------------------------------------------------
