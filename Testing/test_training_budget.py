@@ -45,8 +45,8 @@ def test_tiny_budget_counts_the_validation_time(tmp_path):
     assert planned == plan_epochs(budget, first, 40) == result.epochs
     assert planned * first <= budget < (planned + 1) * first
     assert planned < 40
-    # what ran stayed near the budget (the epochs' times vary a little on a busy machine)
-    assert sum(row["seconds"] for row in result.history) < budget + 2 * first
+    # (how long the planned epochs then really take is the machine's business: on two busy
+    # cores a later epoch of this tiny run took twice its first, so wall time is not asserted)
 
 
 def test_plan_is_in_the_first_checkpoint(tmp_path):
@@ -73,23 +73,25 @@ def test_plan_is_in_the_first_checkpoint(tmp_path):
 
 def test_cv_shares_out_what_is_left_of_the_budget(tmp_path, monkeypatch):
     """Each fold gets an equal share of what is left when it starts: a fold that ran past its
-    share (here fold 0, 0.8 s of a 1 s budget for two folds) shortens the next one."""
-    import time
+    share (here fold 0, 0.8 s of a 1 s budget for two folds) shortens the next one. The run's
+    clock is a stand-in, so the shares are exact however busy the machine is (the data
+    preparation takes no time on it)."""
+    import types
 
     from FemurSegTraining import cv, train
     from training_helpers import TINY_3D, make_dataset
 
+    clock = [100.0]
+    monkeypatch.setattr(cv, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     budgets = []
 
     def fake_fit(cfg, fold, train_cases, val_cases, run_dir, *, time_budget=None, **kwargs):
         budgets.append(time_budget)
-        time.sleep(0.8 if fold == 0 else 0.0)
+        clock[0] += 0.8 if fold == 0 else 0.0
         return train.FitResult(run_dir / f"fold_{fold}", 1, 0, 0.5, False, 0.8, [])
 
     monkeypatch.setattr(train, "fit", fake_fit)
     data = make_dataset(tmp_path / "data", n=4)
     cfg = load_config(str(write_config(tmp_path / "c.json", TINY_3D)))
     cv.run_cv(cfg, tmp_path / "run", data_dir=str(data), progress=False, time_budget=1.0)
-    assert len(budgets) == 2
-    assert 0 < budgets[0] <= 0.5  # half of the budget, less the data preparation
-    assert 0 <= budgets[1] <= 0.2  # what fold 0 left
+    assert budgets == [pytest.approx(0.5), pytest.approx(0.2)]  # half, then what fold 0 left
