@@ -204,3 +204,24 @@ def test_roi_cascade_is_exact_and_runs_later_folds_on_the_box_only(tta):
     plain = [_Counting() for _ in range(3)]
     np.testing.assert_allclose(predict_array(_model(roi=False), plain, vol, tta=tta), out, atol=1e-6)
     assert all(e.voxels == full for e in plain)
+
+
+@pytest.mark.parametrize("area, expected_middle", [
+    (None, 0.1),     # off: as it was
+    (0, 0.9),        # every gap voxel
+    (16, 0.9),       # the piece covers 4 x 4 voxels of 1 x 1 mm: 16 mm2
+    (17, 0.1),       # too small a piece for this setting
+])
+def test_close_slice_gaps_follows_the_card(area, expected_middle):
+    from FemurSegLib.inference import close_slice_gaps
+    from FemurSegLib.specs import InferenceSpec
+
+    fg = np.full((5, 6, 6), 0.1, np.float32)
+    fg[1:4, 1:5, 1:5] = 0.9
+    fg[2, 1:5, 1:5] = 0.1                           # slice 2 lost the 4 x 4 piece
+    grid = sitk.Image(6, 6, 5, sitk.sitkUInt8)      # 1 mm in-plane
+    spec = InferenceSpec.from_dict({"threshold": 0.5} | ({} if area is None else
+                                                         {"fill_slice_gaps": area}))
+    out = close_slice_gaps(fg, spec, grid)
+    assert out[2, 2, 2] == pytest.approx(expected_middle)
+    np.testing.assert_array_equal(out[[0, 1, 3, 4]], fg[[0, 1, 3, 4]])

@@ -9,11 +9,80 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from FemurSegLib.errors import InputError
-from FemurSegLib.postprocess import (femur_side, keep_components, label_probability,
+from FemurSegLib.postprocess import (femur_side, fill_slice_gaps, keep_components, label_probability,
                                      largest_component, side_from_anatomy,
                                      side_from_coordinates, side_regions, split_femurs)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hip-mri-t1"
+
+
+# ----------------------------------------------------------------------------------------------
+# Slice gaps of the probability
+
+
+def _column(values):
+    """A [slices, 1, 1] probability column."""
+    return np.asarray(values, dtype=np.float32)[:, None, None]
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.9, 0.1, 0.8], [0.9, 0.8, 0.8]),             # a one-slice gap: raised to the lower side
+    ([0.9, 0.1, 0.1, 0.8], [0.9, 0.1, 0.1, 0.8]),   # a two-slice gap stays
+    ([0.1, 0.9, 0.1], [0.1, 0.9, 0.1]),             # a lone slice is not spread (no dilation)
+    ([0.2, 0.6, 0.9, 0.6, 0.2], [0.2, 0.6, 0.9, 0.6, 0.2]),  # an object's ends stay
+    ([0.0, 0.7, 0.3, 0.9, 0.0], [0.0, 0.7, 0.7, 0.9, 0.0]),
+    ([0.1, 0.9], [0.1, 0.9]),                       # fewer than 3 slices: unchanged
+])
+def test_fill_slice_gaps_column(values, expected):
+    out = fill_slice_gaps(_column(values))
+    assert out.dtype == np.float32 and out.shape == (len(values), 1, 1)
+    np.testing.assert_allclose(out[:, 0, 0], expected, atol=1e-7)
+
+
+def test_fill_slice_gaps_along_other_axis_leaves_input_and_never_lowers():
+    p = np.random.default_rng(0).random((4, 5, 6)).astype(np.float32)
+    before = p.copy()
+    out = fill_slice_gaps(p, axis=2)
+    np.testing.assert_array_equal(p, before)        # a new array
+    assert np.all(out >= p)
+    np.testing.assert_allclose(out[..., 1:-1], np.maximum(
+        p[..., 1:-1], np.minimum(p[..., :-2], p[..., 2:])))
+    np.testing.assert_array_equal(out[..., [0, -1]], p[..., [0, -1]])
+
+
+def test_fill_slice_gaps_reconnects_a_piece_that_the_component_rule_would_drop():
+    # a femur on slices 0-4 of a column block, lost on slice 2 except a thin bridge elsewhere:
+    # thresholded, slices 3-4 are a separate piece and the largest component drops it
+    prob = np.zeros((5, 6, 6), np.float32)
+    prob[:, 1:5, 1:5] = 0.9
+    prob[0:2, 1:5, 1:5] = 0.95                      # the larger part
+    prob[2] = 0.2                                   # the lost slice
+    mask = largest_component(prob >= 0.5)
+    assert mask[3:].sum() == 0
+    filled = largest_component(fill_slice_gaps(prob) >= 0.5)
+    assert filled.sum() == 5 * 16
+
+
+def test_fill_slice_gaps_whole_pieces_only():
+    # slice 1 lost a 3 x 3 piece (9 voxels) and a 1-voxel sliver between slices 0 and 2
+    p = np.full((3, 5, 8), 0.1, np.float32)
+    p[[0, 2], 1:4, 1:4] = 0.9
+    p[[0, 2], 1, 6] = 0.8
+    p[1, 1, 6] = 0.3
+    every = fill_slice_gaps(p)
+    assert every[1, 2, 2] == pytest.approx(0.9) and every[1, 1, 6] == pytest.approx(0.8)
+    pieces = fill_slice_gaps(p, threshold=0.5, min_voxels=9)
+    assert pieces[1, 2, 2] == pytest.approx(0.9)     # the whole piece comes back
+    assert pieces[1, 1, 6] == pytest.approx(0.3)     # the sliver stays
+    assert (pieces[1] >= 0.5).sum() == 9
+    assert (fill_slice_gaps(p, threshold=0.5, min_voxels=10)[1] >= 0.5).sum() == 0
+    with pytest.raises(ValueError, match="min_voxels needs the threshold"):
+        fill_slice_gaps(p, min_voxels=9)
+
+
+def test_fill_slice_gaps_rejects_non_3d():
+    with pytest.raises(InputError, match="3D"):
+        fill_slice_gaps(np.zeros((3, 3)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ def test_inference_spec_round_trip_and_defaults():
     empty = InferenceSpec.from_dict({})
     assert empty == InferenceSpec() and empty.mask_threshold == 0.5 and empty.roi is None
     assert (empty.tta_default("cpu"), empty.tta_default("gpu")) == (False, True)
+    filled = InferenceSpec.from_dict({**d, "fill_slice_gaps": 150})
+    assert filled.fill_slice_gaps == 150.0 and filled.to_dict() == {**d, "fill_slice_gaps": 150.0}
+    assert spec.fill_slice_gaps is None  # off when absent, and then not written
     # cards written before the spec existed (flip axes as plain numbers) still read
     assert InferenceSpec.from_dict({"tta_flip_axes": [2]}).tta_flip_axes == ((2,),)
 
@@ -38,6 +41,8 @@ def test_inference_spec_round_trip_and_defaults():
     ({"patch_size": [16, 0, 128]}, "inference.patch_size: must be an integer >= 1, not 0"),
     ({"batch_size": 2.5}, "inference.batch_size: must be an integer >= 1, not 2.5"),
     ({"tta_on_cpu": "yes"}, "inference.tta_on_cpu: must be true or false, not 'yes'"),
+    ({"fill_slice_gaps": -1}, "inference.fill_slice_gaps: must be a number in [0, 1e+06], not -1"),
+    ({"fill_slice_gaps": True}, "inference.fill_slice_gaps: must be a number"),
     ({"tta_flip_axes": [[3]]}, "inference.tta_flip_axes: axes must be 0, 1 or 2"),
     ({"roi": {"threshold": 2}}, "inference.roi.threshold: must be a number in [0, 1], not 2"),
     ({"roi": {"margin": [1, 2]}}, "inference.roi.margin: must be a list of 3 integers"),

@@ -14,6 +14,7 @@ HD95 and volumes per case, and the mean.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -33,13 +34,22 @@ def main() -> int:
     p.add_argument("--cases", required=True, help="comma-separated case names")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "hip-mri-t1"))
     p.add_argument("--tta", action="store_true", help="flip TTA (default: the card's CPU choice)")
+    p.add_argument("--fill-slice-gaps", default="card", metavar="card|off|MM2",
+                   help="close one-slice gaps of the probability (inference.fill_slice_gaps): "
+                        "as the card says (default), off, or in pieces of at least MM2 mm^2 "
+                        "(0: every gap voxel), to measure the step")
     args = p.parse_args()
     seg = Segmenter.from_folder(args.model, folds=[args.fold], engine="auto",
                                 tta=True if args.tta else None)
+    if args.fill_slice_gaps != "card":
+        seg.model = dataclasses.replace(seg.model, inference=dataclasses.replace(
+            seg.model.inference,
+            fill_slice_gaps=None if args.fill_slice_gaps == "off" else float(args.fill_slice_gaps)))
     data = Path(args.data)
     print(f"model {seg.model.name} {seg.model.card.get('version')}, fold {args.fold}, threshold "
           f"{seg.model.threshold:.3f}, post-processing {seg.model.inference.postprocess}, "
-          f"TTA {'on' if seg.tta else 'off'}")
+          f"TTA {'on' if seg.tta else 'off'}, slice gaps "
+          f"{'kept' if seg.model.inference.fill_slice_gaps is None else 'closed in pieces of at least %g mm2' % seg.model.inference.fill_slice_gaps}")
     print("| Case | DSC | DSC (labelled slices) | HD95 mm | Volume ml (predicted / reference) |")
     print("|---|---:|---:|---:|---:|")
     rows = []

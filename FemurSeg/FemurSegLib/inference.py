@@ -327,6 +327,19 @@ def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *
     return (total / len(runs)).astype(np.float32)
 
 
+def close_slice_gaps(fg: np.ndarray, spec: InferenceSpec, grid: sitk.Image) -> np.ndarray:
+    """The card's ``fill_slice_gaps`` on a foreground probability ``[k, j, i]`` of the network
+    ``grid``: one-slice gaps along k (the 2.5D and 2D networks' slice axis) closed in pieces of
+    at least that many mm² (:func:`FemurSegLib.postprocess.fill_slice_gaps`); as it was when
+    the card has none."""
+    if spec.fill_slice_gaps is None:
+        return fg
+    sx, sy = grid.GetSpacing()[:2]
+    min_voxels = int(np.ceil(spec.fill_slice_gaps / (sx * sy))) if spec.fill_slice_gaps else 0
+    return postprocess.fill_slice_gaps(fg, axis=0, threshold=spec.mask_threshold,
+                                       min_voxels=min_voxels)
+
+
 def default_tta(model: Model, engines: Sequence[Engine]) -> bool:
     """Flip test-time augmentation when nothing says otherwise: the card's ``tta_on_gpu`` on a
     GPU (default on), ``tta_on_cpu`` on the CPU (default off: it doubles the network time)."""
@@ -378,6 +391,7 @@ class Segmenter:
         t1 = time.perf_counter()
         fg = predict_array(self.model, self.engines, prep.array, tta=self.tta,
                            dense=self.dense, progress=net_progress)
+        fg = close_slice_gaps(fg, self.model.inference, prep.grid)
         timings["network_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         progress(0.9, "post-processing")

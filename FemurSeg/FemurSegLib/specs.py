@@ -208,7 +208,10 @@ class InferenceSpec:
     augmentation), ``tta_on_cpu``/``tta_on_gpu`` (whether flips are on by default on each kind
     of device), ``roi`` (the cascade, None for none). Output: ``foreground_channels`` (the
     network outputs summed into the femur probability), ``threshold`` (of the binary mask; None
-    means 0.5) and ``postprocess`` (one of :data:`POSTPROCESS_RULES`).
+    means 0.5) and ``postprocess`` (one of :data:`POSTPROCESS_RULES`). ``fill_slice_gaps``: close
+    one-slice gaps of the probability along the network grid's slice axis before it is mapped
+    back, in pieces of at least this many mm² of a slice (0: every gap voxel; None, the
+    default: off; :func:`FemurSegLib.postprocess.fill_slice_gaps`).
     """
 
     patch_size: Optional[Triple] = None
@@ -224,6 +227,7 @@ class InferenceSpec:
     foreground_channels: Tuple[int, ...] = (1,)
     threshold: Optional[float] = None
     postprocess: str = "largest_per_femur"
+    fill_slice_gaps: Optional[float] = None
 
     @classmethod
     def keys(cls) -> set:
@@ -269,9 +273,14 @@ class InferenceSpec:
             threshold=None if threshold is None else _float(threshold, f"{where}.threshold",
                                                             0.0, 1.0),
             postprocess=rule,
+            fill_slice_gaps=None if d.get("fill_slice_gaps") is None else _float(
+                d["fill_slice_gaps"], f"{where}.fill_slice_gaps", 0.0, 1e6),
         )
 
     def to_dict(self) -> dict:
+        """The card's section; ``fill_slice_gaps`` only when on (cards written before it stay
+        as they were)."""
+        extra = {} if self.fill_slice_gaps is None else {"fill_slice_gaps": self.fill_slice_gaps}
         return {"patch_size": None if self.patch_size is None else list(self.patch_size),
                 "overlap": self.overlap, "divisor": list(self.divisor),
                 "batch_size": self.batch_size, "input_size": self.input_size,
@@ -280,7 +289,7 @@ class InferenceSpec:
                 "tta_on_cpu": self.tta_on_cpu, "tta_on_gpu": self.tta_on_gpu,
                 "roi": None if self.roi is None else self.roi.to_dict(),
                 "foreground_channels": list(self.foreground_channels),
-                "threshold": self.threshold, "postprocess": self.postprocess}
+                "threshold": self.threshold, "postprocess": self.postprocess, **extra}
 
     @property
     def mask_threshold(self) -> float:
