@@ -4,7 +4,7 @@ Intensity transforms work on normalised images (about 0..1, as :func:`FemurSegLi
 normalise` makes them) and cover what another scanner, coil or sequence changes:
 
 - :func:`bias_field`: a smooth multiplicative field (receive-coil shading), up to about +-40%
-  across the field of view;
+  across the field of view (stronger with the config's ``augment.bias_log_amplitude``);
 - :func:`gamma`: intensities raised to a random power;
 - :func:`invert`: inverted contrast inside the body (fat dark, fluid bright, as on T2-weighted
   images) with the air kept dark, or the whole image inverted;
@@ -106,15 +106,29 @@ def body_mask(image: np.ndarray, threshold: float = BODY_THRESHOLD) -> np.ndarra
     return image > threshold
 
 
-def invert(image: np.ndarray, rng: np.random.Generator, whole: Optional[bool] = None
-           ) -> np.ndarray:
+def filled_body_mask(image: np.ndarray, threshold: float = BODY_THRESHOLD) -> np.ndarray:
+    """:func:`body_mask` with each in-plane slice's holes filled: dark tissue inside the body
+    (the femur's cortex, tendons) counts as body, as the evaluation's inversion
+    (:func:`FemurSegTraining.contrast.body_mask`) and real inverted contrasts treat it."""
+    from scipy.ndimage import binary_fill_holes
+
+    mask = body_mask(image, threshold)
+    flat = mask.reshape((-1,) + mask.shape[-2:])
+    return np.stack([binary_fill_holes(m) for m in flat]).reshape(mask.shape)
+
+
+def invert(image: np.ndarray, rng: np.random.Generator, whole: Optional[bool] = None,
+           fill: bool = False) -> np.ndarray:
     """Inverted contrast: ``1 - x`` inside the body with the air kept dark (as tissues look on a
-    T2-weighted image), or with ``whole`` the whole image inverted."""
+    T2-weighted image), or with ``whole`` the whole image inverted. Without ``fill`` the body is
+    every voxel brighter than air, so the dark cortex stays dark; with ``fill`` it is the body
+    with its holes filled (:func:`filled_body_mask`), so the cortex turns bright too."""
     whole = bool(rng.random() < 0.3) if whole is None else whole
     x = np.clip(image, 0.0, 1.0)
     if whole:
         return (1.0 - x).astype(np.float32)
-    return np.where(body_mask(image), 1.0 - x, x).astype(np.float32)
+    body = filled_body_mask(image) if fill else body_mask(image)
+    return np.where(body, 1.0 - x, x).astype(np.float32)
 
 
 def blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -153,17 +167,21 @@ def renormalise(image: np.ndarray, percentiles=(0.5, 99.5)) -> np.ndarray:
     return ((np.clip(image, lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
 
-def robust_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def robust_intensity(image: np.ndarray, rng: np.random.Generator, *,
+                     bias_log_amplitude: Tuple[float, float] = BIAS_LOG_AMPLITUDE,
+                     p_bias: float = P_BIAS, invert_fill: bool = False) -> np.ndarray:
     """A random chain of the intensity transforms above (each with its own probability),
-    ending on the 0..1 range of the inference normalisation."""
+    ending on the 0..1 range of the inference normalisation. ``bias_log_amplitude`` (the range
+    of the field's log peak factor), ``p_bias`` and ``invert_fill`` (:func:`invert`'s ``fill``)
+    make the stronger variants of the config's ``augment`` section."""
     x = np.asarray(image, dtype=np.float32)
-    if rng.random() < P_BIAS:
-        x = bias_field(x, rng)
+    if rng.random() < p_bias:
+        x = bias_field(x, rng, rng.uniform(*bias_log_amplitude))
     if rng.random() < P_GAMMA:
         x = gamma(renormalise(x), rng)
     r = rng.random()
     if r < P_INVERT:
-        x = invert(renormalise(x), rng)
+        x = invert(renormalise(x), rng, fill=invert_fill)
     elif r < P_INVERT + P_LUT:
         x = synthetic_contrast(renormalise(x), rng, p_apply=1.0)
     x = x * np.float32(rng.uniform(*SCALE)) + np.float32(rng.uniform(*SHIFT))
@@ -181,11 +199,39 @@ def robust_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # One training sample, as the config asks
 
 
+def robust_options(aug: dict) -> dict:
+    """:func:`robust_intensity`'s keyword arguments from the optional keys of a config's
+    ``augment`` section (absent: the ranges above, so that older configs train as they did),
+    checked: ``bias_log_amplitude`` [low, high] with 0 <= low <= high <= 1.5, ``p_bias`` in
+    [0, 1], ``invert_fill`` true or false."""
+    out = {}
+    if "bias_log_amplitude" in aug:
+        r = aug["bias_log_amplitude"]
+        if (not isinstance(r, (list, tuple)) or len(r) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+                or not 0 <= r[0] <= r[1] <= 1.5):
+            raise ValueError(f"augment.bias_log_amplitude must be [low, high] with "
+                             f"0 <= low <= high <= 1.5, not {r!r}")
+        out["bias_log_amplitude"] = (float(r[0]), float(r[1]))
+    if "p_bias" in aug:
+        p = aug["p_bias"]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"augment.p_bias must be a probability in [0, 1], not {p!r}")
+        out["p_bias"] = float(p)
+    if "invert_fill" in aug:
+        if not isinstance(aug["invert_fill"], bool):
+            raise ValueError(f"augment.invert_fill must be true or false, not "
+                             f"{aug['invert_fill']!r}")
+        out["invert_fill"] = aug["invert_fill"]
+    return out
+
+
 def augment_sample(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: dict):
     """Left-right flip (the paper's augmentation), plus optional intensity changes: mild
     (``intensity``), SynthSeg-like look-up tables (``synthetic_contrast``), or the scanner and
     sequence changes of :func:`robust_intensity` (``robust_intensity``: true for every sample,
-    or a probability, so that the other samples keep the training contrast)."""
+    or a probability, so that the other samples keep the training contrast; tuned by the keys
+    of :func:`robust_options`)."""
     aug = cfg.get("augment", {})
     if aug.get("flip_lr", True) and rng.random() < 0.5:
         image, target = image[..., ::-1], target[..., ::-1]
@@ -200,7 +246,7 @@ def augment_sample(image: np.ndarray, target: np.ndarray, rng: np.random.Generat
         image = synthetic_contrast(image, rng)
     robust = aug.get("robust_intensity")
     if robust is True or (robust and rng.random() < float(robust)):
-        image = robust_intensity(image, rng)
+        image = robust_intensity(image, rng, **robust_options(aug))
     return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(target)
 
 

@@ -20,7 +20,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: inference settings a config may choose (the rest of the card's inference section follows
 #: from the network, the evaluation and ``postprocess``; see FemurSegTraining.cards)
 CONFIG_INFERENCE_KEYS = {"patch_size", "overlap", "tta_flip_axes", "batch_size", "tta_on_cpu",
-                         "tta_on_gpu", "roi"}
+                         "tta_on_gpu", "roi", "fill_slice_gaps"}
 
 DEFAULTS = {
     "name": None,
@@ -98,6 +98,12 @@ def load_config(name_or_path: str, overrides: Optional[dict] = None,
     if not (isinstance(robust, bool) or (isinstance(robust, (int, float)) and 0 <= robust <= 1)):
         raise FemurSegError(f"config {p.name}: augment.robust_intensity must be true, false or a "
                             f"probability in [0, 1], not {robust!r}")
+    try:
+        from .augment import robust_options
+
+        robust_options(cfg.get("augment") or {})
+    except ValueError as e:
+        raise FemurSegError(f"config {p.name}: {e}") from None
     if cfg["select"] not in ("best", "last"):
         raise FemurSegError(f"config {p.name}: select must be \"best\" or \"last\"")
     classes = cfg["classes"]

@@ -43,6 +43,27 @@ def test_build_network_knows_unet25d_and_max_features():
         build_network({"type": "UNet25D", "pooling": [[1, 2, 2]]})
 
 
+def test_deep_supervision_heads_answer_only_in_training():
+    arch = {"type": "UNet25D", "in_channels": 3, "num_classes": 4, "features": 4, "levels": 4,
+            "deep_supervision": 2}
+    net = build_network(arch)
+    x = torch.zeros(2, 3, 32, 32)
+    outs = net.train()(x)
+    assert [tuple(o.shape) for o in outs] == [(2, 4, 32, 32), (2, 4, 16, 16), (2, 4, 8, 8)]
+    with torch.no_grad():
+        y = net.eval()(x)
+    assert isinstance(y, torch.Tensor) and tuple(y.shape) == (2, 4, 32, 32)
+    plain = build_network({**arch, "deep_supervision": 0})
+    plain.load_state_dict(net.state_dict(), strict=False)
+    main = plain.train()(x)
+    assert isinstance(main, torch.Tensor)
+    torch.testing.assert_close(main, outs[0])           # the heads leave the main output alone
+    assert set(net.state_dict()) - set(plain.state_dict()) == {
+        "aux_heads.0.weight", "aux_heads.0.bias", "aux_heads.1.weight", "aux_heads.1.bias"}
+    with pytest.raises(ValueError, match="deep_supervision must be 0..2"):
+        build_network({**arch, "deep_supervision": 3})
+
+
 # ----------------------------------------------------------------------------------------------
 # slice stacks and whole-slice prediction
 
@@ -300,4 +321,99 @@ def test_robust_intensity_setting_is_checked(tmp_path):
     p.write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(FemurSegError, match="augment.robust_intensity must be true, false or a "
                                             "probability in \\[0, 1\\], not 1.5"):
+        load_config(str(p))
+
+
+def test_invert_fill_also_inverts_dark_tissue_inside_the_body():
+    # a bright body (0.6) around a dark cortex ring (0.02) around marrow (0.8), air (0.0) outside
+    x = np.zeros((1, 9, 9), np.float32)
+    x[0, 1:8, 1:8] = 0.6
+    x[0, 2:7, 2:7] = 0.02
+    x[0, 3:6, 3:6] = 0.8
+    rng = np.random.default_rng(0)
+    plain = A.invert(x, rng, whole=False)
+    filled = A.invert(x, rng, whole=False, fill=True)
+    assert plain[0, 2, 2] == pytest.approx(0.02)     # the cortex counts as air: stays dark
+    assert filled[0, 2, 2] == pytest.approx(0.98)    # inside the filled body: inverted
+    for out in (plain, filled):
+        assert out[0, 0, 0] == 0.0                    # the air around stays dark
+        assert out[0, 4, 4] == pytest.approx(0.2) and out[0, 1, 1] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("aug, expected", [
+    ({}, {}),
+    ({"bias_log_amplitude": [0.2, 0.7], "p_bias": 0.8, "invert_fill": True},
+     {"bias_log_amplitude": (0.2, 0.7), "p_bias": 0.8, "invert_fill": True}),
+    ({"bias_log_amplitude": [0, 1]}, {"bias_log_amplitude": (0.0, 1.0)}),
+])
+def test_robust_options(aug, expected):
+    assert A.robust_options(aug) == expected
+
+
+@pytest.mark.parametrize("aug, message", [
+    ({"bias_log_amplitude": 0.7}, r"bias_log_amplitude must be \[low, high\]"),
+    ({"bias_log_amplitude": [0.7, 0.2]}, r"0 <= low <= high <= 1.5, not \[0.7, 0.2\]"),
+    ({"bias_log_amplitude": [0.2, 2.0]}, r"not \[0.2, 2.0\]"),
+    ({"p_bias": 1.5}, r"p_bias must be a probability in \[0, 1\], not 1.5"),
+    ({"p_bias": True}, "p_bias must be a probability"),
+    ({"invert_fill": "yes"}, "invert_fill must be true or false, not 'yes'"),
+])
+def test_robust_options_are_checked(aug, message):
+    with pytest.raises(ValueError, match=message):
+        A.robust_options(aug)
+
+
+def test_augment_sample_passes_the_robust_options(monkeypatch):
+    from FemurSegTraining import augment
+
+    seen = []
+    monkeypatch.setattr(augment, "robust_intensity", lambda x, rng, **kw: seen.append(kw) or x)
+    cfg = {"augment": {"flip_lr": False, "robust_intensity": True,
+                       "bias_log_amplitude": [0.3, 0.7], "invert_fill": True}}
+    augment.augment_sample(np.zeros((3, 4, 4), np.float32), np.zeros((4, 4)),
+                           np.random.default_rng(0), cfg)
+    assert seen == [{"bias_log_amplitude": (0.3, 0.7), "invert_fill": True}]
+
+
+def test_stronger_bias_range_shades_more():
+    x = np.full((1, 64, 64), 0.5, np.float32)
+    ratios = {}
+    for lo_hi in ((0.0, 0.4), (0.7, 0.7)):
+        r = []
+        for seed in range(10):
+            rng = np.random.default_rng(seed)
+            a = rng.uniform(*lo_hi)
+            out = A.bias_field(x, rng, a)
+            r.append(out.max() / out.min())
+        ratios[lo_hi] = max(r)
+    assert ratios[(0.0, 0.4)] <= np.exp(0.8) + 1e-4
+    assert ratios[(0.7, 0.7)] > 3.0                   # up to exp(1.4) = 4 across the plane
+
+
+def test_robust_intensity_bias_options_reach_the_field(monkeypatch):
+    from FemurSegTraining import augment
+
+    amplitudes = []
+    real = augment.bias_field
+    monkeypatch.setattr(augment, "bias_field",
+                        lambda x, rng, a=None: amplitudes.append(a) or real(x, rng, a))
+    x = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    for seed in range(20):
+        augment.robust_intensity(x, np.random.default_rng(seed), bias_log_amplitude=(0.6, 0.7),
+                                 p_bias=1.0)
+    assert len(amplitudes) == 20 and all(0.6 <= a <= 0.7 for a in amplitudes)
+
+
+def test_robust_option_errors_name_the_config(tmp_path):
+    import json
+
+    from FemurSegLib.errors import FemurSegError
+    from FemurSegTraining.config import CONFIG_DIR, load_config
+
+    raw = json.loads((CONFIG_DIR / "default_25d_f16l5_half.json").read_text(encoding="utf-8"))
+    raw["augment"]["p_bias"] = 2
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(FemurSegError, match=r"config c.json: augment.p_bias must be a "
+                                            r"probability in \[0, 1\], not 2"):
         load_config(str(p))
