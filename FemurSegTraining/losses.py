@@ -62,8 +62,33 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSSES = {"weighted_ce": weighted_cross_entropy, "dice_ce": dice_ce_loss}
 
 
+def downsample_target(target: torch.Tensor, size) -> torch.Tensor:
+    """A class map ``[B, H, W]`` at the coarser ``size`` ``(h, w)``: every ``H // h``-th voxel
+    (nearest neighbour, as nnU-Net; ignored voxels stay ignored)."""
+    fh, fw = target.shape[-2] // size[0], target.shape[-1] // size[1]
+    if fh * size[0] != target.shape[-2] or fw * size[1] != target.shape[-1]:
+        raise ValueError(f"target size {tuple(target.shape[-2:])} is not a multiple of "
+                         f"{tuple(size)}")
+    return target[..., ::fh, ::fw]
+
+
+def deep_supervised(loss_fn):
+    """``loss_fn`` that also takes the tuple of a deeply supervised network (the logits, then
+    coarser ones): the sum of the losses against the down-sampled targets, weighted 1, 1/2,
+    1/4 .. and normalised to sum to 1 (nnU-Net's weighting). A plain output passes through."""
+    def loss(outputs, target):
+        if not isinstance(outputs, (tuple, list)):
+            return loss_fn(outputs, target)
+        weights = [0.5 ** i for i in range(len(outputs))]
+        total = sum(weights)
+        return sum(w / total * loss_fn(o, downsample_target(target, o.shape[-2:]) if i else target)
+                   for i, (w, o) in enumerate(zip(weights, outputs)))
+    return loss
+
+
 def get_loss(name: str):
+    """The config's loss, taking deeply supervised outputs too (:func:`deep_supervised`)."""
     try:
-        return LOSSES[name]
+        return deep_supervised(LOSSES[name])
     except KeyError:
         raise ValueError(f"unknown loss {name!r} ({', '.join(LOSSES)})") from None

@@ -140,8 +140,11 @@ class _UNet2DLayers(nn.Module):
     (centre-cropped when the convolutions are unpadded) and a 1x1 convolution to class logits."""
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], block,
-                 norm: str, bias_init: float):
+                 norm: str, bias_init: float, deep_supervision: int = 0):
         super().__init__()
+        if not 0 <= int(deep_supervision) <= len(widths) - 2:
+            raise ValueError(f"deep_supervision must be 0..{len(widths) - 2} (levels - 2), "
+                             f"not {deep_supervision}")
         self.levels = len(widths)
         self.down = nn.ModuleList()
         cin = in_channels
@@ -155,18 +158,30 @@ class _UNet2DLayers(nn.Module):
             self.ups.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, 2))
             self.up_convs.append(block(2 * widths[i], widths[i], norm))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
+        # deep supervision: class logits also from the next coarser decoder levels (1/2, 1/4 ..)
+        self.aux_heads = nn.ModuleList(nn.Conv2d(widths[i], num_classes, 1)
+                                       for i in range(1, int(deep_supervision) + 1))
         init_weights(self, bias_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
+        """Class logits; in training mode with deep supervision a tuple: the logits, then those
+        of the coarser decoder levels (half, quarter .. the in-plane size), finest first."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
             if i < self.levels - 1:
                 skips.append(x)
                 x = self.pool(x)
-        for up, conv in zip(self.ups, self.up_convs):
+        aux = []
+        n_aux = len(self.aux_heads) if self.training else 0
+        for n, (up, conv) in enumerate(zip(self.ups, self.up_convs)):
             x = up(x)
             x = conv(torch.cat([_center_crop(skips.pop(), x.shape[-2:]), x], dim=1))
+            level = self.levels - 2 - n          # the resolution level of this decoder output
+            if 1 <= level <= n_aux:
+                aux.append(self.aux_heads[level - 1](x))
+        if n_aux:
+            return (self.head(x), *reversed(aux))
         return self.head(x)
 
 
@@ -226,12 +241,15 @@ class UNet25D(_UNet2DLayers):
     blocks in 2D), so the output has the input's in-plane size; sizes must be multiples of
     :attr:`divisor`. On thick-slice data (5 mm coronal slices) it sees the neighbouring slices as
     channels, and it trains far more updates per CPU hour than a 3D network.
-    Input ``[N, in_channels, H, W]``; output ``[N, num_classes, H, W]``.
+    Input ``[N, in_channels, H, W]``; output ``[N, num_classes, H, W]``. ``deep_supervision``
+    adds that many auxiliary heads on the coarser decoder levels; they only answer in training
+    mode (see :func:`FemurSegTraining.losses.deep_supervised`), so inference and the exported
+    graphs see the plain output.
     """
 
     def __init__(self, in_channels: int = 5, num_classes: int = 2, features: int = 16,
                  levels: int = 5, norm: str = "batch", bias_init: float = 0.1,
-                 max_features: Optional[int] = None):
+                 max_features: Optional[int] = None, deep_supervision: int = 0):
         if levels < 2:
             raise ValueError("levels must be at least 2")
         if in_channels < 1 or in_channels % 2 == 0:
@@ -239,7 +257,8 @@ class UNet25D(_UNet2DLayers):
         widths = [features * 2 ** i for i in range(levels)]
         if max_features:
             widths = [min(w, int(max_features)) for w in widths]
-        super().__init__(in_channels, num_classes, widths, _DoubleConv2d, norm, bias_init)
+        super().__init__(in_channels, num_classes, widths, _DoubleConv2d, norm, bias_init,
+                         deep_supervision)
 
     @property
     def divisor(self) -> Triple:
@@ -270,7 +289,7 @@ def build_network(architecture: dict) -> nn.Module:
     elif kind == "UNet2D":
         cls = UNet2D
     elif kind == "UNet25D":
-        allowed = allowed | {"max_features"}
+        allowed = allowed | {"max_features", "deep_supervision"}
         cls = UNet25D
     else:
         raise ValueError(f"unknown architecture type {kind!r} (UNet3D, UNet2D or UNet25D)")
