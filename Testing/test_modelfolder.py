@@ -176,3 +176,24 @@ def test_architecture_spec_round_trip():
     spec = ArchitectureSpec.from_dict(arch)
     assert spec.pooling == ((1, 2, 2), (2, 2, 2)) and spec.max_features is None
     assert spec.to_dict() == arch
+
+
+@pytest.mark.parametrize("deep, message", [
+    (2, None),
+    (0, None),
+    (3, r"deep_supervision: must be an integer in \[0, levels - 2 = 2\], not 3"),
+    (True, r"deep_supervision: must be an integer in \[0, levels - 2 = 2\], not True"),
+])
+def test_architecture_deep_supervision(deep, message):
+    from FemurSegLib.specs import ArchitectureSpec
+
+    arch = {"type": "UNet25D", "in_channels": 5, "num_classes": 5, "features": 4, "levels": 4,
+            "deep_supervision": deep}
+    if message is None:
+        spec = ArchitectureSpec.from_dict(arch)
+        assert spec.deep_supervision == deep and spec.to_dict() == arch
+    else:
+        with pytest.raises(ModelError, match=message):
+            ArchitectureSpec.from_dict(arch)
+    with pytest.raises(ModelError, match=r"\(UNet3D\): unknown keys deep_supervision"):
+        ArchitectureSpec.from_dict({**arch, "type": "UNet3D"})

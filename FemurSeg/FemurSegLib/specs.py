@@ -64,7 +64,7 @@ def _ints(v, where: str, n: Optional[int] = None, minimum: int = 0) -> tuple:
 
 #: network types and the parameters each takes beyond :data:`ARCHITECTURE_REQUIRED`
 ARCHITECTURE_TYPES = {"UNet3D": ("norm", "bias_init", "pooling"), "UNet2D": ("norm", "bias_init"),
-                      "UNet25D": ("norm", "bias_init", "max_features")}
+                      "UNet25D": ("norm", "bias_init", "max_features", "deep_supervision")}
 ARCHITECTURE_REQUIRED = ("type", "in_channels", "num_classes", "features", "levels")
 NORMS = ("none", "batch", "instance")
 
@@ -85,6 +85,7 @@ class ArchitectureSpec:
     bias_init: Optional[float] = None
     pooling: Optional[Tuple[Triple, ...]] = None   # UNet3D
     max_features: Optional[int] = None     # UNet25D
+    deep_supervision: Optional[int] = None  # UNet25D: auxiliary heads in training (0 or None: none)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "architecture") -> "ArchitectureSpec":
@@ -108,7 +109,12 @@ class ArchitectureSpec:
                 _fail(f"{where}.pooling", f"must be a list of [k, j, i] factors, not {pooling!r}")
             pooling = tuple(_ints(f, f"{where}.pooling", 3, 1) for f in pooling)
         max_features = d.get("max_features")
+        deep = d.get("deep_supervision")
         levels = _int(d["levels"], f"{where}.levels", 2)
+        if deep is not None and not (isinstance(deep, int) and not isinstance(deep, bool)
+                                     and 0 <= deep <= levels - 2):
+            _fail(f"{where}.deep_supervision", f"must be an integer in [0, levels - 2 = "
+                                               f"{levels - 2}], not {deep!r}")
         if pooling is not None and len(pooling) != levels - 1:
             _fail(f"{where}.pooling", f"must have levels - 1 = {levels - 1} entries, not "
                                       f"{len(pooling)}")
@@ -120,13 +126,14 @@ class ArchitectureSpec:
                                                               -1e6, 1e6),
                    pooling=pooling,
                    max_features=None if max_features is None else _int(
-                       max_features, f"{where}.max_features", 1))
+                       max_features, f"{where}.max_features", 1),
+                   deep_supervision=deep)
 
     def to_dict(self) -> dict:
         out = {"type": self.type, "in_channels": self.in_channels,
                "num_classes": self.num_classes, "features": self.features,
                "levels": self.levels}
-        for k in ("norm", "bias_init", "max_features"):
+        for k in ("norm", "bias_init", "max_features", "deep_supervision"):
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         if self.pooling is not None:
