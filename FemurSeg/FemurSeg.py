@@ -386,17 +386,14 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _afterInstallation(self, installError: Optional[str]) -> None:
         """Choose the engine (the PyTorch fallback when only ONNX Runtime is missing and torch is
         there); download the model's files if its folder holds only the card; then run."""
-        try:
+        def chooseAndDownload():
             engine, self._engineNote = self.logic.chooseEngine(installError)
             if self._engineNote:
                 logging.warning(f"FemurSeg: {self._engineNote}")
-            download = self.logic.startModelDownload(self._options.model, engine)
-        except FemurSegError as exc:
-            self._finish(error_text=str(exc))
-            return
-        except Exception as exc:  # a bug or an OS problem: keep the details in the log
-            logging.exception("FemurSeg: cannot start the segmentation")
-            self._finish(error_text=f"cannot start the segmentation: {_oneLine(exc)}")
+            return self.logic.startModelDownload(self._options.model, engine)
+
+        started, download = self._startStep(chooseAndDownload)
+        if not started:
             return
         if download is None:
             self._startSegmentation()
@@ -429,17 +426,28 @@ class FemurSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._finish(error_text="the input volume is no longer in the scene: select one "
                                     "and retry")
             return
-        try:
+        def prepare():
             with slicer.util.WaitCursor():
-                self._job = self.logic.prepareJob(self._volume, self._options)
+                return self.logic.prepareJob(self._volume, self._options)
+
+        started, job = self._startStep(prepare)
+        if not started:
+            return
+        self._job = job
+        self._startProcess(self._job)
+
+    def _startStep(self, step):
+        """Run one step of starting a segmentation: ``(True, its result)``, or ``(False, None)``
+        once a failure has ended the run with one line (FemurSeg's own errors as they are; for
+        a bug or an OS problem the details go to the log)."""
+        try:
+            return True, step()
         except FemurSegError as exc:
             self._finish(error_text=str(exc))
-            return
-        except Exception as exc:  # a bug or an OS problem: keep the details in the log
+        except Exception as exc:
             logging.exception("FemurSeg: cannot start the segmentation")
             self._finish(error_text=f"cannot start the segmentation: {_oneLine(exc)}")
-            return
-        self._startProcess(self._job)
+        return False, None
 
     def _startTimer(self) -> None:
         self._timer = qt.QTimer()

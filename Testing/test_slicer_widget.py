@@ -647,6 +647,39 @@ def test_a_volume_removed_while_installing_is_not_segmented(widget, started, mon
                                                 "select one and retry")
 
 
+@pytest.mark.parametrize("step", ["chooseEngine", "startModelDownload", "prepareJob"])
+@pytest.mark.parametrize("own", [True, False])
+def test_a_failing_start_step_ends_the_run_with_one_line(widget, started, monkeypatch, caplog,
+                                                         step, own):
+    """FemurSeg's own errors show as they are; anything else as 'cannot start the
+    segmentation: ...' with its traceback in the log. Nothing runs either way."""
+    module = widget.module
+    monkeypatch.setattr(module.FemurSegLogic, "startInstallation", lambda self: None)
+    monkeypatch.setattr(module.FemurSegLogic, "chooseEngine",
+                        lambda self, error=None: ("onnxruntime", None))
+    monkeypatch.setattr(module.FemurSegLogic, "startModelDownload",
+                        lambda self, model, engine: None)
+
+    def failing(self, *args):
+        raise (module.FemurSegError("model folder M has no card") if own
+               else OSError("disk full\nsecond line"))
+
+    monkeypatch.setattr(module.FemurSegLogic, step, failing)
+    with caplog.at_level("ERROR"):
+        widget.panel.onApplyButton()
+    assert started == []
+    text = widget.panel.ui.statusLabel.text
+    if own:
+        assert text == "model folder M has no card"
+        assert not any(r.exc_info for r in caplog.records)   # no traceback for a known error
+    else:
+        assert text.startswith("cannot start the segmentation: ") and "\n" not in text
+        assert "disk full" in text
+        assert any("cannot start the segmentation" in r.getMessage() and r.exc_info
+                   for r in caplog.records)
+    assert widget.panel.ui.statusLabel.styleSheet == "color: #c62828;"
+
+
 def test_self_test_without_a_model_says_so_instead_of_failing(femurseg, monkeypatch):
     """Reload and Test calls runTest directly: a skipped test would show as its failure."""
     module = femurseg[0]
