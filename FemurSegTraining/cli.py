@@ -215,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("robustness", help="segment contrast-changed copies of each fold's "
                        "validation cases (bias field, gamma, inverted, random map)")
     scoring(r)
-    r.add_argument("--contrasts", help="comma-separated subset of bias,gamma,inverted,random_map")
+    from .contrast import CONTRASTS
+
+    r.add_argument("--contrasts", help=f"comma-separated subset of {','.join(CONTRASTS)} "
+                   "(default: all)")
     r.set_defaults(func=cmd_robustness)
 
     x = sub.add_parser("export", help="write a model folder with all folds as an ensemble")

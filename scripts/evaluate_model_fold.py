@@ -33,14 +33,17 @@ def main() -> int:
     p.add_argument("--fold", type=int, required=True)
     p.add_argument("--cases", required=True, help="comma-separated case names")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "hip-mri-t1"))
-    p.add_argument("--tta", action="store_true", help="flip TTA (default: the card's CPU choice)")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--tta", dest="tta", action="store_true", default=None,
+                     help="flip TTA on (default: the card's CPU choice)")
+    tta.add_argument("--no-tta", dest="tta", action="store_false", help="flip TTA off")
     p.add_argument("--fill-slice-gaps", default="card", metavar="card|off|MM2",
                    help="close one-slice gaps of the probability (inference.fill_slice_gaps): "
                         "as the card says (default), off, or in pieces of at least MM2 mm^2 "
                         "(0: every gap voxel), to measure the step")
     args = p.parse_args()
     seg = Segmenter.from_folder(args.model, folds=[args.fold], engine="auto",
-                                tta=True if args.tta else None)
+                                tta=args.tta)
     if args.fill_slice_gaps != "card":
         seg.model = dataclasses.replace(seg.model, inference=dataclasses.replace(
             seg.model.inference,
