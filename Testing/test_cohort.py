@@ -397,10 +397,11 @@ def _slow_segment(marker_dir: str):
     original = Segmenter.__dict__.get("_unpatched", Segmenter.segment)
     Segmenter._unpatched = original
 
-    def segment(self, image, progress=None, _original=original):
+    def segment(self, image, progress=None, _original=original, **kwargs):
         Path(marker_dir, str(os.getpid())).write_text("running")
         time.sleep(4)
-        return _original(self, image) if progress is None else _original(self, image, progress)
+        return (_original(self, image, **kwargs) if progress is None
+                else _original(self, image, progress, **kwargs))
 
     Segmenter.segment = segment
     return os.getpid()

@@ -225,3 +225,55 @@ def test_close_slice_gaps_follows_the_card(area, expected_middle):
     out = close_slice_gaps(fg, spec, grid)
     assert out[2, 2, 2] == pytest.approx(expected_middle)
     np.testing.assert_array_equal(out[[0, 1, 3, 4]], fg[[0, 1, 3, 4]])
+
+
+class _LeftBiased(Pointwise):
+    """A fake network that is not left-right symmetric: it adds 0.2 on the left half of its
+    input (array axis 2), so its flipped pass sees the bias on the other side."""
+
+    def __call__(self, x):
+        out = super().__call__(x)
+        out[:, 1, ..., : x.shape[-1] // 2] += 0.2
+        out[:, 0] = 1 - out[:, 1]
+        return out
+
+
+@pytest.mark.parametrize("tta, n_engines", [(True, 1), (True, 2), (False, 1)])
+def test_predict_passes_gives_the_flipped_passes_own_mean(tta, n_engines):
+    from FemurSegLib.inference import predict_array, predict_passes
+
+    vol = np.full((2, 3, 4), 0.5, np.float32)
+    engines = [_LeftBiased() for _ in range(n_engines)]
+    mean, plain_pass, flipped = predict_passes(_model(roi=False), engines, vol, tta=tta)
+    plain = np.full(vol.shape, 0.5, np.float32)
+    plain[..., :2] += 0.2                             # the plain pass: bias on the left
+    if not tta:
+        assert flipped is None and plain_pass is None
+        np.testing.assert_allclose(mean, plain, atol=1e-6)
+        return
+    np.testing.assert_allclose(plain_pass, plain, atol=1e-6)
+    np.testing.assert_allclose(flipped, plain[..., ::-1], atol=1e-6)   # flipped back
+    np.testing.assert_allclose(mean, (plain + plain[..., ::-1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(predict_array(_model(roi=False), engines, vol, tta=tta), mean)
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_segmenter_keeps_the_passes_only_when_asked(tiny_model_dir, tta):
+    img = _phantom_like()
+    seg = Segmenter.from_folder(tiny_model_dir, engine="onnx", tta=tta)
+    plain = seg.segment(img)
+    assert plain.flipped_probability is None and plain.plain_probability is None
+    kept = seg.segment(img, keep_passes=True)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(kept.probability),
+                                  sitk.GetArrayFromImage(plain.probability))
+    if not tta:
+        assert kept.flipped_probability is None and kept.plain_probability is None
+        return
+    f, q = kept.flipped_probability, kept.plain_probability
+    for a in (f, q):
+        assert a.shape == tuple(reversed(img.GetSize())) and a.dtype == np.float32
+        assert 0 <= a.min() and a.max() <= 1
+    # linear interpolation commutes with the mean: the probability is the passes' mean
+    p = sitk.GetArrayFromImage(kept.probability)
+    np.testing.assert_allclose(p, (f + q) / 2, atol=1e-5)
+    assert np.abs(f - q).max() > 0                    # a trained net is not exactly symmetric

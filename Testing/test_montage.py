@@ -71,6 +71,32 @@ def test_report_lists_the_slices_to_check(tmp_path):
                              probability=prob[:, :, 0])
 
 
+def test_report_counts_where_the_test_time_passes_disagree(tmp_path):
+    image = grid((10, 9, 8), (0.5, 0.8, 2.0), (3, 4, 5), np.eye(3), sitk.sitkInt16)
+    array = np.zeros((8, 9, 10), np.uint8)
+    array[2:6, 1:6, 3:9] = 1
+    plain = np.where(array > 0, 0.95, 0.0).astype(np.float32)
+    flipped = plain.copy()
+    flipped[2:6, 3, 3:6] = 0.68    # slice j = 3: half its voxels 0.95 / 0.68 around 0.7
+    mean = (plain + flipped) / 2   # 0.815 there: not in the uncertain range (0.2, 0.8)
+    grey = images.array_to_image(np.zeros((8, 9, 10), np.int16), image)
+    labels = labels_on(image, array)
+    report = montage.write_report(grey, labels, SPLIT, tmp_path / "a", probability=mean,
+                                  passes=(plain, flipped), threshold=0.7)
+    assert report["slices_to_check"] == [
+        {"slice": 3, "score": 0.5, "uncertain_share": 0.5, "disagree_share": 0.5,
+         "candidate_voxels": 24}]
+    # at threshold 0.5 the passes agree, and 0.68 lies in the uncertain range: still listed
+    report = montage.write_report(grey, labels, SPLIT, tmp_path / "b", probability=mean,
+                                  passes=(plain, flipped), threshold=0.5)
+    assert [s["disagree_share"] for s in report["slices_to_check"]] == [0.0]
+    assert montage.write_report(grey, labels, SPLIT, tmp_path / "c",
+                                probability=mean).get("slices_to_check") == []
+    with pytest.raises(InputError, match="test-time pass shapes"):
+        montage.write_report(grey, labels, SPLIT, tmp_path / "d", probability=mean,
+                             passes=(plain[:, :, 0], flipped))
+
+
 @pytest.mark.parametrize("direction, expected_axes", [
     (AXIAL, {"LR": 0, "AP": 1, "SI": 2}),
     (CORONAL, {"LR": 0, "AP": 2, "SI": 1}),

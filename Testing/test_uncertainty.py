@@ -71,3 +71,20 @@ def test_to_dict():
 def test_bad_arguments(args, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         slices_to_check(*args, **kwargs)
+
+
+def test_disagreement_of_the_plain_and_flipped_passes_of_a_mean():
+    # the mean of two passes 0.9 and 0.45 is 0.675: above 0.6 like the plain pass, so the
+    # mean and the flipped pass disagree too; with plain given, the passes themselves decide
+    plain = np.full((3, 2, 2), 0.9, np.float32)
+    flipped = plain.copy()
+    flipped[1, 0, :] = 0.45
+    mean = (plain + flipped) / 2
+    (s,) = [c for c in slices_to_check(mean, 0, flipped=flipped, plain=plain, threshold=0.6)
+            if c.index == 1]
+    assert s.disagree_share == 0.5
+    # a pass pair on the same side of the threshold does not disagree, whatever the mean
+    assert all(c.disagree_share == 0.0 for c in slices_to_check(
+        mean, 0, flipped=flipped, plain=plain, threshold=0.4))
+    with pytest.raises(ValueError, match="plain pass shape"):
+        slices_to_check(mean, 0, flipped=flipped, plain=plain[:2])

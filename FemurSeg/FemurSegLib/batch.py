@@ -149,8 +149,9 @@ def segment_case(segmenter, plan, series=None, options: CaseOptions = CaseOption
         if not reference.any():
             raise InputError(f"reference {plan.reference.name} has no voxel with label "
                              f"{options.reference_label}")
-    result = segmenter.segment(image, progress=progress) if progress is not None else \
-        segmenter.segment(image)
+    keep = {"keep_passes": True} if plan.report_dir is not None else {}
+    result = segmenter.segment(image, progress=progress, **keep) if progress is not None else \
+        segmenter.segment(image, **keep)
     problems, cause = segmenter.plausibility(image, result)
     outcome = CaseOutcome(case=plan.case, source=str(src), volumes_ml=volumes_ml(image, result),
                           threshold=float(result.threshold), problems=list(problems),
@@ -185,7 +186,10 @@ def segment_case(segmenter, plan, series=None, options: CaseOptions = CaseOption
             staging.write_folder(plan.report_dir, lambda tmp: montage.write_report(
                 image, result.labelmap, result.segments, tmp, title=src.name,
                 reference=reference, view=options.report_view,
-                probability=sitk.GetArrayViewFromImage(result.probability)))
+                probability=sitk.GetArrayViewFromImage(result.probability),
+                passes=None if result.flipped_probability is None else (
+                    result.plain_probability, result.flipped_probability),
+                threshold=float(result.threshold)))
         outcome.written = [str(t) for t in staging.targets()]
         outcome.seconds = time.perf_counter() - t0
         for path, write in extra:

@@ -294,7 +294,18 @@ def predict_fold(engine: Engine, volume: np.ndarray, architecture: dict, spec: I
 def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *,
                   tta: bool = True, dense: bool = False,
                   progress: Progress = _no_progress) -> np.ndarray:
-    """Foreground probability ``[D, H, W]``: mean over folds and (optionally) flips.
+    """Foreground probability ``[D, H, W]``: mean over folds and (optionally) flips
+    (:func:`predict_passes` without the flipped passes' own mean)."""
+    return predict_passes(model, engines, volume, tta=tta, dense=dense, progress=progress)[0]
+
+
+def predict_passes(model: Model, engines: Sequence[Engine], volume: np.ndarray, *,
+                   tta: bool = True, dense: bool = False, progress: Progress = _no_progress
+                   ) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """Foreground probability ``[D, H, W]``: mean over folds and (optionally) flips; then the
+    means of the plain and of the flipped passes alone (both None without flips), whose
+    disagreement marks where the model is unsure (:func:`FemurSegLib.uncertainty.
+    slices_to_check`).
 
     With a region-of-interest cascade on the card (``inference.roi``) and several folds, the
     first fold runs on the whole volume and the others only in the box around the first fold's
@@ -311,6 +322,7 @@ def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *
     box = None
     first = None
     total = None
+    flipped = plain = None
     for n, (engine, flip) in enumerate(runs):
         def sub(frac: float, msg: str, n=n) -> None:
             progress((n + frac) / len(runs), f"fold {n // len(flips) + 1}/{len(engines)}"
@@ -324,7 +336,15 @@ def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *
             fg = first.copy()
             fg[box] = predict_fold(engine, volume, arch, spec, flip=flip, box=box, progress=sub)
         total = fg.astype(np.float32) if total is None else total + fg
-    return (total / len(runs)).astype(np.float32)
+        if flip:
+            flipped = fg.astype(np.float32) if flipped is None else flipped + fg
+        else:
+            plain = fg.astype(np.float32) if plain is None else plain + fg
+    mean = (total / len(runs)).astype(np.float32)
+    if flipped is None:
+        return mean, None, None
+    return (mean, (plain / len(engines)).astype(np.float32),
+            (flipped / (len(runs) - len(engines))).astype(np.float32))
 
 
 def close_slice_gaps(fg: np.ndarray, spec: InferenceSpec, grid: sitk.Image) -> np.ndarray:
@@ -356,6 +376,11 @@ class Result:
     threshold: float
     timings: Dict[str, float] = field(default_factory=dict)
     prepared: Optional[Prepared] = None  # the image as the network saw it (for plausibility)
+    # float32 [k, j, i] on the input grid: the plain and the flipped passes' own foreground
+    # probabilities, with segment(keep_passes=True) and flip TTA on (else None); the slices to
+    # check use them (where the two passes disagree)
+    plain_probability: Optional[np.ndarray] = None
+    flipped_probability: Optional[np.ndarray] = None
 
 
 class Segmenter:
@@ -378,7 +403,12 @@ class Segmenter:
         return cls(model, make_engines(model, device, engine, threads), tta=tta, split=split,
                    dense=dense)
 
-    def segment(self, image: sitk.Image, progress: Progress = _no_progress) -> Result:
+    def segment(self, image: sitk.Image, progress: Progress = _no_progress, *,
+                keep_passes: bool = False) -> Result:
+        """Segment ``image``. ``keep_passes``: also map the plain and the flipped passes' own
+        probabilities onto the input grid (:attr:`Result.plain_probability`,
+        :attr:`Result.flipped_probability`; with flip TTA on), for the slices to check of the
+        QC report and the review page."""
         t0 = time.perf_counter()
         timings = {}
         progress(0.0, "preprocessing")
@@ -389,8 +419,8 @@ class Segmenter:
             progress(0.05 + 0.85 * frac, msg)
 
         t1 = time.perf_counter()
-        fg = predict_array(self.model, self.engines, prep.array, tta=self.tta,
-                           dense=self.dense, progress=net_progress)
+        fg, *fg_passes = predict_passes(self.model, self.engines, prep.array, tta=self.tta,
+                                        dense=self.dense, progress=net_progress)
         fg = close_slice_gaps(fg, self.model.inference, prep.grid)
         timings["network_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
@@ -403,12 +433,18 @@ class Segmenter:
                                                       split=self.split)
         labelmap = array_to_image(labels.astype(np.uint8), image)
         probability = array_to_image(prob_arr, image)
+        passes = [None, None]
+        if keep_passes and fg_passes[0] is not None:
+            passes = [np.clip(sitk.GetArrayFromImage(to_input_grid(  # a copy: the image goes
+                close_slice_gaps(a, self.model.inference, prep.grid), prep.grid, image,
+                order="linear")), 0.0, 1.0).astype(np.float32) for a in fg_passes]
         timings["postprocess_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
         progress(1.0, "done")
         return Result(labelmap=labelmap, probability=probability,
                       segments=self.model.segments(split), split=split, threshold=threshold,
-                      timings=timings, prepared=prep)
+                      timings=timings, prepared=prep, plain_probability=passes[0],
+                      flipped_probability=passes[1])
 
     def plausibility(self, image: sitk.Image, result: Result) -> Tuple[List[str], Optional[str]]:
         """``(problems, likely cause)`` of ``result`` (see :func:`FemurSegLib.plausibility.

@@ -83,7 +83,8 @@ MARGIN_MM = 15.0
 def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[SegmentSpec],
                  out_dir: PathLike, *, overwrite: bool = False, title: Optional[str] = None,
                  n_slices: Optional[int] = None, reference: Optional[np.ndarray] = None,
-                 view: str = "femurs", probability: Optional[np.ndarray] = None) -> dict:
+                 view: str = "femurs", probability: Optional[np.ndarray] = None,
+                 passes: Optional[tuple] = None, threshold: float = 0.5) -> dict:
     """Write ``out_dir/report.png`` (coronal montage) and ``out_dir/volumes.json``.
 
     The montage shows every coronal slice that holds the mask (or the ``reference``), up to
@@ -105,7 +106,9 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
     With ``probability`` (the femur probability, a ``[k, j, i]`` array on the image grid) it
     also lists under ``slices_to_check`` the coronal slices where the model is least certain
     (:func:`FemurSegLib.uncertainty.slices_to_check`, the list the review page shows), and the
-    PNG's title names them.
+    PNG's title names them; with ``passes`` (the plain and the flipped test-time passes' own
+    probabilities on the same grid, of which ``probability`` is the mean) a slice also counts as
+    uncertain where the two passes fall on different sides of ``threshold`` (the model's).
     """
     array = check_labelmap(labelmap, segments)
     images.validate_image(image, what="image", allow_constant=True)
@@ -131,7 +134,14 @@ def write_report(image: sitk.Image, labelmap: sitk.Image, segments: Sequence[Seg
         if probability.shape != array.shape:
             raise InputError(f"probability shape {probability.shape} does not match the image "
                              f"grid {array.shape}")
-        to_check = slices_to_check(probability, 2 - coronal_axes(image.GetDirection())["AP"])
+        plain = flipped = None
+        if passes is not None:
+            plain, flipped = (np.asarray(a) for a in passes)
+            if plain.shape != array.shape or flipped.shape != array.shape:
+                raise InputError(f"test-time pass shapes {plain.shape}, {flipped.shape} do not "
+                                 f"match the image grid {array.shape}")
+        to_check = slices_to_check(probability, 2 - coronal_axes(image.GetDirection())["AP"],
+                                   flipped=flipped, plain=plain, threshold=threshold)
     out = Path(out_dir)
     png_path, json_path = out / "report.png", out / "volumes.json"
     for target in (png_path, json_path):

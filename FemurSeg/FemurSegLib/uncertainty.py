@@ -39,12 +39,15 @@ class SliceToCheck:
 
 
 def slices_to_check(probability: np.ndarray, axis: int, *, flipped: Optional[np.ndarray] = None,
-                    threshold: float = 0.5, low: float = UNCERTAIN_RANGE[0],
+                    plain: Optional[np.ndarray] = None, threshold: float = 0.5, low: float = UNCERTAIN_RANGE[0],
                     high: float = UNCERTAIN_RANGE[1], limit: int = MAX_SLICES_TO_CHECK,
                     min_share: float = 0.0) -> List[SliceToCheck]:
     """Slices along array ``axis`` of ``probability`` (values in 0..1), least certain first.
 
-    ``flipped``: the probability of the flipped test-time pass on the same grid (optional).
+    ``flipped``: the probability of the flipped test-time pass on the same grid (optional);
+    ``plain``: the unflipped pass, when ``probability`` is the mean of both (default:
+    ``probability`` itself is the unflipped pass). A voxel disagrees where ``plain`` and
+    ``flipped`` lie on different sides of ``threshold``.
     Slices without candidate voxels, or whose score is not above ``min_share``, are left out;
     equal scores keep slice order. At most ``limit`` slices are returned.
     """
@@ -66,9 +69,13 @@ def slices_to_check(probability: np.ndarray, axis: int, *, flipped: Optional[np.
         q = np.asarray(flipped, dtype=np.float32)
         if q.shape != p.shape:
             raise ValueError(f"flipped pass shape {q.shape} differs from {p.shape}")
-        candidate |= q > low
-        uncertain |= (q > low) & (q < high)
-        disagree = (p >= threshold) != (q >= threshold)
+        r = p if plain is None else np.asarray(plain, dtype=np.float32)
+        if r.shape != p.shape:
+            raise ValueError(f"plain pass shape {r.shape} differs from {p.shape}")
+        for other in (q, r):
+            candidate |= other > low
+            uncertain |= (other > low) & (other < high)
+        disagree = (r >= threshold) != (q >= threshold)
     n = candidate.sum(axis=others)
     n_uncertain = (uncertain & candidate).sum(axis=others)
     n_disagree = (disagree & candidate).sum(axis=others)

@@ -342,7 +342,7 @@ class ReviewApp:
 
         def work():
             segmenter = self.segmenter_factory()
-            result = segmenter.segment(self.session.image, progress=progress)
+            result = segmenter.segment(self.session.image, progress=progress, keep_passes=True)
             problems, cause = segmenter.plausibility(self.session.image, result)
             return result, problems, cause
 
@@ -359,7 +359,10 @@ class ReviewApp:
         warnings = [warning_line(self.session.image_path.name, problems, cause)] if problems \
             else []
         self.session.use_result(result.labelmap, result.segments,
-                                sitk.GetArrayFromImage(result.probability), warnings)
+                                sitk.GetArrayFromImage(result.probability), warnings,
+                                plain=result.plain_probability,
+                                flipped=result.flipped_probability,
+                                threshold=float(result.threshold))
         model_file = Path(self._tmp.name) / f"{self.session.case}.seg.nrrd"
         write_seg_nrrd(result.labelmap, result.segments, model_file, overwrite=True)
         self._load_segmentation(model_file)

@@ -39,6 +39,9 @@ class ReviewSession:
     labelmap: Optional[sitk.Image] = None          # the segmentation under review (uint8)
     segments: List[SegmentSpec] = field(default_factory=list)
     probability: Optional[np.ndarray] = None       # [k, j, i] femur probability, if known
+    plain: Optional[np.ndarray] = None             # the test-time passes' own probabilities,
+    flipped: Optional[np.ndarray] = None           # when the model ran with flip TTA
+    threshold: float = 0.5                         # the model's mask threshold
     warnings: List[str] = field(default_factory=list)
     overwrite: bool = False
     stl_smoothing: float = 0.5
@@ -67,7 +70,8 @@ class ReviewSession:
     def slices_to_check(self) -> List[SliceToCheck]:
         if self.probability is None:
             return []
-        return slices_to_check(self.probability, self.coronal_array_axis)
+        return slices_to_check(self.probability, self.coronal_array_axis, flipped=self.flipped,
+                               plain=self.plain, threshold=self.threshold)
 
     def slice_point_lps(self, index: int) -> np.ndarray:
         """LPS position of the centre of coronal slice ``index`` (voxel indices)."""
@@ -78,11 +82,18 @@ class ReviewSession:
     # ------------------------------------------------------------------------------------------
 
     def use_result(self, labelmap: sitk.Image, segments, probability: Optional[np.ndarray],
-                   warnings: List[str]) -> None:
-        """Take the model's result (``Segmenter.segment`` run from the page)."""
+                   warnings: List[str], *, plain: Optional[np.ndarray] = None,
+                   flipped: Optional[np.ndarray] = None, threshold: float = 0.5) -> None:
+        """Take the model's result (``Segmenter.segment`` run from the page); ``plain`` and
+        ``flipped`` (the test-time passes' own probabilities, of which ``probability`` is the
+        mean) and the model's ``threshold`` make the slices where the passes disagree count as
+        uncertain too."""
         self.labelmap = labelmap
         self.segments = list(segments)
         self.probability = None if probability is None else np.asarray(probability)
+        self.plain = None if plain is None else np.asarray(plain)
+        self.flipped = None if flipped is None else np.asarray(flipped)
+        self.threshold = float(threshold)
         self.warnings = list(warnings)
 
     def save(self, labels: np.ndarray) -> List[Path]:
