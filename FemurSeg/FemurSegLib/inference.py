@@ -295,7 +295,7 @@ def predict_array(model: Model, engines: Sequence[Engine], volume: np.ndarray, *
                   tta: bool = True, dense: bool = False,
                   progress: Progress = _no_progress) -> np.ndarray:
     """Foreground probability ``[D, H, W]``: mean over folds and (optionally) flips
-    (:func:`predict_passes` without the flipped passes' own mean)."""
+    (:func:`predict_passes` without the passes' own means)."""
     return predict_passes(model, engines, volume, tta=tta, dense=dense, progress=progress)[0]
 
 
