@@ -41,9 +41,17 @@ def main() -> int:
                    help="close one-slice gaps of the probability (inference.fill_slice_gaps): "
                         "as the card says (default), off, or in pieces of at least MM2 mm^2 "
                         "(0: every gap voxel), to measure the step")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="the femur probability threshold (default: the card's); to compare "
+                        "runs at the threshold a shipped model uses")
     args = p.parse_args()
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        p.error(f"--threshold must be between 0 and 1, not {args.threshold}")
     seg = Segmenter.from_folder(args.model, folds=[args.fold], engine="auto",
                                 tta=args.tta)
+    if args.threshold is not None:
+        seg.model = dataclasses.replace(seg.model, inference=dataclasses.replace(
+            seg.model.inference, threshold=args.threshold))
     if args.fill_slice_gaps != "card":
         seg.model = dataclasses.replace(seg.model, inference=dataclasses.replace(
             seg.model.inference,
