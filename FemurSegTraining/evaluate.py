@@ -66,7 +66,8 @@ def fold_segmenter(cfg: dict, fold_dir: Path, device: str = "cpu"):
 
 
 def product_differences(cfg: dict, folds: int) -> List[str]:
-    """How this evaluation differs from ``femurseg segment`` with the exported card."""
+    """How this evaluation differs from ``femurseg segment`` with the exported card, whose
+    model holds the ``folds`` networks evaluated (one network: the product path itself)."""
     diffs = []
     if folds > 1:
         diffs.append(f"each subject is predicted by its own fold; the exported model averages "
@@ -164,7 +165,8 @@ def evaluate_run(run_dir, *, data_dir: Optional[str] = None, device: str = "cpu"
                        time.perf_counter() - t_start)
     summary["inference"] = {**spec.to_dict(), "threshold": threshold, "tta": tta,
                             "device": device}
-    summary["differences"] = product_differences(cfg, len(splits))
+    # the export holds the evaluated folds (summary["folds"]), not every fold of the split
+    summary["differences"] = product_differences(cfg, len(todo))
     summary["weights_sha256"] = weights_sha256
     _write_outputs(out_dir, summary, rows, curve, overwrite)
     return summary

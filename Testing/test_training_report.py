@@ -57,3 +57,18 @@ def test_comparison_tables_side_by_side():
     assert "| 1 | 0.700 ± 0.141 | 0.700 ± n/a |" in text  # one case: no sd
     assert "| all | 0.767 ± 0.153 | 0.750 ± 0.071 |" in text
     assert "| a | 0 | 0.900 | 0.800 |" in text and "| c | 1 | 0.600 | n/a |" in text
+
+
+@pytest.mark.parametrize("folds, inference, expected", [
+    (1, {"roi": {"threshold": 0.05}}, []),  # one network: the product path itself
+    (4, {}, ["each subject is predicted by its own fold; the exported model averages all 4 "
+             "folds"]),
+    (2, {"roi": {"threshold": 0.05}}, ["each subject is predicted by its own fold; the exported "
+                                       "model averages all 2 folds with the ROI cascade"]),
+])
+def test_product_differences_name_the_exported_folds(folds, inference, expected):
+    """The exported model holds the folds evaluated: a one-fold experiment of a 4-fold split
+    exports one network and differs from `femurseg segment` in nothing."""
+    from FemurSegTraining.evaluate import product_differences
+
+    assert product_differences({"inference": inference}, folds) == expected
