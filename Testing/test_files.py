@@ -155,3 +155,16 @@ def test_one_writable_output_check(tmp_path):
     assert not (tmp_path / "new").exists()
     files.check_writable(tmp_path / "new" / "a.nii.gz", False)
     assert (tmp_path / "new").is_dir()
+
+
+def test_write_json_is_strict_json(tmp_path):
+    """A training record with no validation score (one network on all cases: NaN) is written as
+    null, so that every JSON reader (a browser, jq, Slicer's) reads the model card."""
+    import json
+
+    path = files.write_json({"best_val_dsc": float("nan"), "seconds": [1.5, float("inf")],
+                             "epochs": np.int64(240)}, tmp_path / "run.json")
+    text = path.read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == {
+        "best_val_dsc": None, "seconds": [1.5, None], "epochs": 240}

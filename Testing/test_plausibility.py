@@ -351,26 +351,24 @@ def test_no_femur_on_an_inverted_scan_names_the_likely_cause(tmp_path, capsys, p
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_scan_with_inverted_contrast(tmp_path, capsys, extreme_models):
-    """Never a silent failure on a real scan with inverted contrast: the default model (0.3.0)
-    segments it poorly (DSC 0.65 against the mask, measured) and must warn with the likely cause
-    (exit 3); a model that finds nothing there gets the warning with the fingerprint's numbers.
-    (A future default model that segments it well fails here: then pin exit 0 instead.)"""
+    """Never a silent failure on a real scan with inverted contrast: the default model (0.4.0)
+    segments it (DSC 0.92 against the mask, measured; 0.3.0 reached 0.65 and warned, exit 3), so
+    it exits 0 without a warning; a model that finds nothing there gets the warning with the
+    fingerprint's numbers. (hip01 is one of the 17 cases 0.4.0 trained on: the held-out
+    figures are the README's contrast tables; this pins the bundled model's behaviour.)"""
     from FemurSegLib.metrics import dice
 
     data = real_data_dir()
     image = sitk.ReadImage(str(data / "imagesTr" / "hip01_0000.nii.gz"))
     sitk.WriteImage(inverted_inside_body(image), str(tmp_path / "hip01_inverted.nii.gz"))
-    code, _, err = run(capsys, "segment", tmp_path / "hip01_inverted.nii.gz", "-o",
-                       tmp_path / "o.nii.gz", "--progress", "none")
+    code, out, err = run(capsys, "segment", tmp_path / "hip01_inverted.nii.gz", "-o",
+                         tmp_path / "o.nii.gz", "--progress", "none")
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "labelsTr" / "hip01.nii.gz"))) == 1
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "o.nii.gz"))) > 0
-    assert 0.5 < dice(pred, ref) < 0.85
-    assert code == 3
-    assert re.fullmatch(r"warning: hip01_inverted\.nii\.gz: (right|left) femur \d+ ml is far "
-                        r"outside the training cases' 99-154 ml per femur; likely cause: its "
-                        r"intensity profile is unlike the model's training images \(.*\), as "
-                        r"with another contrast \(e\.g\. T2-weighted or inverted\), sequence "
-                        r"or body region\n", err), err
+    assert dice(pred, ref) > 0.88
+    assert (code, err) == (0, "")
+    assert re.search(r"hip01_inverted\.nii\.gz: Right femur 1\d\d\.\d ml, Left femur "
+                     r"1\d\d\.\d ml", out), out
     code, _, err = run(capsys, "segment", tmp_path / "hip01_inverted.nii.gz", "-o",
                        tmp_path / "none.nii.gz", "--progress", "none",
                        "--model", extreme_models["none"])

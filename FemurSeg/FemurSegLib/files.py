@@ -179,8 +179,11 @@ def _ending(path: Path) -> str:
 
 
 def write_json(data, path: PathLike, *, overwrite: bool = False) -> Path:
+    """``data`` as strict JSON (NaN and inf written as null, see :func:`json_ready`: other
+    readers than Python's, e.g. a browser's or jq, refuse ``NaN``), atomically."""
+    text = json.dumps(json_ready(data), indent=2, sort_keys=False, allow_nan=False)
     with atomic_path(path, overwrite) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(text + "\n", encoding="utf-8")
     return Path(path)
 
 
