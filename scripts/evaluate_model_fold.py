@@ -49,13 +49,15 @@ def main() -> int:
         p.error(f"--threshold must be between 0 and 1, not {args.threshold}")
     seg = Segmenter.from_folder(args.model, folds=[args.fold], engine="auto",
                                 tta=args.tta)
+    changes = {}  # of the card's inference settings
     if args.threshold is not None:
-        seg.model = dataclasses.replace(seg.model, inference=dataclasses.replace(
-            seg.model.inference, threshold=args.threshold))
+        changes["threshold"] = args.threshold
     if args.fill_slice_gaps != "card":
-        seg.model = dataclasses.replace(seg.model, inference=dataclasses.replace(
-            seg.model.inference,
-            fill_slice_gaps=None if args.fill_slice_gaps == "off" else float(args.fill_slice_gaps)))
+        changes["fill_slice_gaps"] = (None if args.fill_slice_gaps == "off"
+                                      else float(args.fill_slice_gaps))
+    if changes:
+        seg.model = dataclasses.replace(
+            seg.model, inference=dataclasses.replace(seg.model.inference, **changes))
     data = Path(args.data)
     print(f"model {seg.model.name} {seg.model.card.get('version')}, fold {args.fold}, threshold "
           f"{seg.model.threshold:.3f}, post-processing {seg.model.inference.postprocess}, "
