@@ -258,4 +258,4 @@ def _write_outputs(out_dir: Path, summary: dict, rows: List[dict], curve: Pooled
                 out_dir / "roc_pr.png", overwrite=overwrite)
     plot_boxes(groups, out_dir / "boxplots.png", overwrite=overwrite)
     curve.save(out_dir / "curves.npz", overwrite=overwrite)
-    files.write_json(files.json_ready(summary), out_dir / "summary.json", overwrite=overwrite)
+    files.write_json(summary, out_dir / "summary.json", overwrite=overwrite)

@@ -145,7 +145,7 @@ def _write(out: Path, result: dict, overwrite: bool) -> None:
             for r in result["rows"]:
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                             for k, v in r.items()})
-    files.write_json(files.json_ready(result), out / "robustness.json", overwrite=overwrite)
+    files.write_json(result, out / "robustness.json", overwrite=overwrite)
     groups = [("unchanged", {k: [r.get(k) for r in result["baseline_rows"]] for k in
                              ("dsc", "dsc_labelled_slices")})]
     groups += [(c, {k: [r[k] for r in result["rows"] if r["contrast"] == c] for k in

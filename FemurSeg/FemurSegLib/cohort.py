@@ -143,7 +143,7 @@ def _ml(value: Optional[float]) -> Optional[float]:
 
 def write_record(record: dict, path: Path) -> None:
     """One record file (atomic; replaces an older record of the same case)."""
-    files.write_json(files.json_ready(record), path, overwrite=True)
+    files.write_json(record, path, overwrite=True)
 
 
 def read_record(path: Path) -> Optional[dict]:
@@ -201,7 +201,7 @@ class Manifest:
     def _write_all(self) -> None:
         rows = self.ordered()
         files.write_text(manifest_text(rows), self.outdir / MANIFEST_CSV, overwrite=True)
-        files.write_json(files.json_ready({"columns": list(COLUMNS), "cases": rows}),
+        files.write_json({"columns": list(COLUMNS), "cases": rows},
                          self.outdir / MANIFEST_JSON, overwrite=True)
 
     def close(self) -> None:
