@@ -28,6 +28,10 @@ from conftest import real_data_dir
 DASK_MISSING = "needs Dask: pip install 'femurseg[cohort]' (dask[distributed])"
 #: Longest a cluster run may take in these tests before it counts as hung.
 RUN_TIMEOUT_S = 240
+#: Longest a worker may take to start (or to be restarted by its nanny after a kill): it imports
+#: the core and ONNX Runtime, which has taken longer than the 60 s this waited before on 2 cores
+#: busy with training (test_killed_worker_case_is_retried_then_failed[0-failed] timed out).
+WORKER_START_S = 180
 
 
 def small_phantom(path: Path, seed: int) -> Path:
@@ -52,7 +56,7 @@ def client():
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                dashboard_address=":0")
     c = Client(cluster, timeout="60s")
-    c.wait_for_workers(2, timeout=60)
+    c.wait_for_workers(2, timeout=WORKER_START_S)
     yield c
     c.close(timeout=20)
     cluster.close(timeout=30)
@@ -444,7 +448,7 @@ def test_killed_worker_case_is_retried_then_failed(tmp_path, scans, tiny_model_d
             killed = _kill_first_runner(marker)
             result = job.result(RUN_TIMEOUT_S)
     finally:
-        client.wait_for_workers(2, timeout=60)
+        client.wait_for_workers(2, timeout=WORKER_START_S)
         client.run(_restore_segment)
         client.run_on_scheduler(lambda dask_scheduler:
                                 setattr(dask_scheduler, "allowed_failures", 1))
